@@ -1,0 +1,83 @@
+"""Time one gradient update of dense SB3 TD3 against each sparse method, interleaved in one process.
+
+    python benchmarks/bench_update.py --env HalfCheetah-v5 --updates 3000
+
+Every variant trains on a copy of the same replay buffer. Rounds of ``--chunk`` updates
+alternate between variants so that machine noise hits them alike; the report gives the
+median time per update and its ratio to stock SB3 TD3 (Adam, as SB3 builds it). Topology
+updates (every 1000 updates, as in the papers) and target pruning fall inside the timed
+updates. With ``--fused`` each variant also runs with PyTorch's fused Adam.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import statistics
+import time
+
+import torch
+from stable_baselines3 import TD3
+from stable_baselines3.common.logger import configure
+
+import sb3_sparse  # noqa: F401  (registers "SparseMlpPolicy")
+
+VARIANTS = {
+    "dense": ("MlpPolicy", {}),
+    "static": ("SparseMlpPolicy", {"preset": "static", "lambdas": (7, 64)}),
+    "ds-td3 (SET)": ("SparseMlpPolicy", {"preset": "ds-td3", "lambdas": (7, 64)}),
+    "tows 90%": ("SparseMlpPolicy", {"preset": "tows", "sparsity": 0.9, "activation_fn": torch.nn.ReLU}),
+}
+
+
+def build(env_id: str, policy: str, kwargs: dict, fused: bool, buffer) -> TD3:
+    policy_kwargs = {"net_arch": [256, 256], **kwargs}
+    if fused:
+        policy_kwargs["optimizer_kwargs"] = {"fused": True}
+    model = TD3(policy, env_id, batch_size=100, learning_rate=1e-3, seed=0, policy_kwargs=policy_kwargs)
+    model.set_logger(configure(None, []))
+    model.replay_buffer = copy.deepcopy(buffer)
+    controller = getattr(model.policy, "sparse_controller", None)
+    if controller is not None:
+        controller.driven = True  # what SparseTrainingCallback does at training start
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="HalfCheetah-v5")
+    parser.add_argument("--updates", type=int, default=3000, help="timed updates per variant")
+    parser.add_argument("--chunk", type=int, default=250, help="updates per interleaved round")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--fused", action="store_true", help="also time every variant with fused Adam")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    seed_model = TD3("MlpPolicy", args.env, learning_starts=5000, seed=0)
+    seed_model.learn(5000)  # uniform random actions fill the buffer
+    variants = {name: (policy, kwargs, False) for name, (policy, kwargs) in VARIANTS.items()}
+    if args.fused:
+        variants |= {f"{name} +fused": (policy, kwargs, True) for name, (policy, kwargs) in VARIANTS.items()}
+    models = {name: build(args.env, p, k, f, seed_model.replay_buffer) for name, (p, k, f) in variants.items()}
+    for model in models.values():
+        model.train(gradient_steps=20, batch_size=100)  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(args.updates // args.chunk):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model.train(gradient_steps=args.chunk, batch_size=100)
+            times[name].append((time.perf_counter() - start) / args.chunk)
+    base = statistics.median(times["dense"])
+    print(f"{args.env}, batch 100, net 256-256, {args.updates} updates/variant, {args.threads} thread(s), "
+          f"torch {torch.__version__}, {platform.processor() or platform.machine()}")
+    print(f"{'variant':<22}{'ms/update':>10}{'vs dense':>10}{'topology updates':>18}")
+    for name, model in models.items():
+        median = statistics.median(times[name])
+        controller = getattr(model.policy, "sparse_controller", None)
+        n_topo = controller.n_topology_updates if controller is not None else "-"
+        print(f"{name:<22}{median * 1e3:>10.3f}{median / base:>10.3f}{n_topo!s:>18}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Command line: ``python -m sb3_sparse demo`` and ``python -m sb3_sparse info model.zip``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+
+def _format_summary(info: dict) -> str:
+    lines = [
+        f"method: {info['method']}",
+        f"sparsity: {info['sparsity']:.4f}  active weights: {info['active_weights']:,} of {info['dense_weights']:,} dense",
+        f"topology updates: {info['topology_updates']}  updates since the last one: {info['updates_since_topology_change']}",
+    ]
+    for name, net in info["networks"].items():
+        lines.append(f"  {name}: sparsity {net['sparsity']:.4f}, {net['active_weights']:,} / {net['dense_weights']:,} weights")
+        for layer_name, layer in net["layers"].items():
+            lines.append(
+                f"    {layer_name:<12} sparsity {layer['sparsity']:.4f}  {layer['active_weights']:>7,} / {layer['dense_weights']:>7,}"
+            )
+    if "train_flops" in info:
+        ratio = info["train_flops"] / info["dense_train_flops"]
+        lines.append(
+            f"training FLOPs for {info['n_updates']:,} updates: {info['train_flops']:.3e} "
+            f"({ratio:.3f}x dense {info['dense_train_flops']:.3e})"
+        )
+    actor = info["networks"].get("actor") or next(iter(info["networks"].values()))
+    lines.append(
+        f"inference FLOPs per action: {actor['forward_flops']:,} ({actor['forward_flops'] / actor['dense_forward_flops']:.3f}x dense)"
+    )
+    return "\n".join(lines)
+
+
+def info(path: str) -> None:
+    """Print what a saved sparse agent is made of."""
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    import sb3_sparse
+    from sb3_sparse.hub_utils import algorithm_of
+
+    data, _, _ = load_from_zip_file(path, load_data=True)
+    algo = algorithm_of(data)
+    model = algo.load(path, device="cpu")
+    summary = sb3_sparse.summary(model, n_updates=model._n_updates)
+    summary["n_updates"] = model._n_updates
+    print(f"{path}: {algo.__name__} with {type(model.policy).__name__}, {model._n_updates:,} gradient updates")
+    print(_format_summary(summary))
+
+
+def demo(steps: int, out: str, seed: int) -> None:
+    """Train a sparse TD3 agent on Pendulum-v1 and report what it cost and how it does."""
+    import torch
+    from stable_baselines3 import TD3
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    import sb3_sparse
+
+    torch.set_num_threads(1)
+    model = TD3(
+        "SparseMlpPolicy",
+        "Pendulum-v1",
+        learning_starts=1000,
+        seed=seed,
+        policy_kwargs=dict(preset="tows", sparsity=0.8, net_arch=[256, 256]),
+    )
+    before, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=5)
+    start = time.time()
+    model.learn(steps, callback=sb3_sparse.SparseTrainingCallback(), progress_bar=sys.stdout.isatty())
+    elapsed = time.time() - start
+    mean, std = evaluate_policy(model, model.get_env(), n_eval_episodes=10)
+    model.save(out)
+    summary = sb3_sparse.summary(model, n_updates=model._n_updates)
+    summary["n_updates"] = model._n_updates
+    print(_format_summary(summary))
+    print(f"trained {steps:,} steps in {elapsed:.0f} s; evaluation return {mean:.1f} +/- {std:.1f} (untrained: {before:.1f})")
+    print(f"saved to {out}.zip (inspect with: python -m sb3_sparse info {out}.zip)")
+    if not np.isfinite(mean):
+        raise SystemExit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sb3_sparse")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_info = sub.add_parser("info", help="describe a saved sparse agent")
+    p_info.add_argument("path")
+    p_demo = sub.add_parser("demo", help="train a sparse TD3 agent on Pendulum-v1")
+    p_demo.add_argument("--steps", type=int, default=15_000)
+    p_demo.add_argument("--out", default="sparse_td3_pendulum")
+    p_demo.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.command == "info":
+        info(args.path)
+    else:
+        demo(args.steps, args.out, args.seed)
+
+
+if __name__ == "__main__":
+    main()

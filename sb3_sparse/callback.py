@@ -1,0 +1,101 @@
+"""The training callback: feeds the update counter and training progress to the sparse policy, logs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stable_baselines3.common.callbacks import BaseCallback
+
+from .summary import network_summary, per_update_train_flops
+
+
+class SparseTrainingCallback(BaseCallback):
+    """Drives topology evolution of a sparse policy and logs ``sparse/...`` metrics.
+
+    Before each ``train()`` it aligns the policy's clock with the model's gradient-update
+    counter (saved with the model, so schedules continue after ``load``) and hands over the
+    training progress; the policy's optimizer hooks then evolve each network at exactly the
+    scheduled update. After each ``train()`` it records sparsity (global, per network, per
+    layer), active connections, topology updates, the fraction of connections changed at the
+    last update and the training FLOPs so far.
+
+    :param per_layer: also log every layer's sparsity.
+    :param verbose: verbosity level.
+    """
+
+    def __init__(self, per_layer: bool = True, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.per_layer = per_layer
+        self._stats_key: tuple[int, int] | None = None
+        self._stats: dict[str, Any] = {}
+        self._flops_per_update = (0.0, 0.0)
+        self._counted_updates = 0
+
+    @property
+    def controller(self) -> Any:
+        return self.model.policy.sparse_controller
+
+    def _on_training_start(self) -> None:
+        policy = self.model.policy
+        if not hasattr(policy, "sparse_controller"):
+            raise TypeError(
+                f"SparseTrainingCallback needs a sparse policy ('SparseMlpPolicy'), got {type(policy).__name__}"
+            )
+        missing = self.controller.missing_hooks()
+        if missing:
+            raise RuntimeError(f"sparse invariant hooks are not installed: {', '.join(missing)}")
+        self.controller.driven = True
+        self._counted_updates = self.model._n_updates
+        self._sync()
+
+    def _on_rollout_end(self) -> None:
+        self._sync()  # train() runs next
+
+    def _on_rollout_start(self) -> None:
+        self._record()  # train() just ran
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_training_end(self) -> None:
+        self._record()
+        self.controller.driven = False
+
+    def _sync(self) -> None:
+        self.controller.sync(self.model._n_updates, 1.0 - self.model._current_progress_remaining)
+
+    def _record(self) -> None:
+        controller = self.controller
+        controller.refresh_targets()
+        key = (controller.n_topology_updates, controller.clock // max(1, controller.config.update_interval))
+        if key != self._stats_key:  # counts change only at topology updates
+            self._stats_key = key
+            self._stats = self._compute_stats()
+            self._flops_per_update = per_update_train_flops(self.model)
+        new_updates = self.model._n_updates - self._counted_updates
+        self._counted_updates = self.model._n_updates
+        controller.flops_so_far += new_updates * self._flops_per_update[0]
+        dense_so_far = self.model._n_updates * self._flops_per_update[1]
+        for key_, value in self._stats.items():
+            self.logger.record(key_, value)
+        self.logger.record("sparse/topology_updates", controller.n_topology_updates)
+        self.logger.record("sparse/changed_fraction", controller.last_changed_fraction)
+        self.logger.record("sparse/train_flops", controller.flops_so_far)
+        if dense_so_far:
+            self.logger.record("sparse/train_flops_vs_dense", controller.flops_so_far / dense_so_far)
+
+    def _compute_stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = {}
+        active = dense = 0
+        for name, net in self.controller.networks.items():
+            entry = network_summary(net.online)
+            active += entry["active_weights"]
+            dense += entry["dense_weights"]
+            stats[f"sparse/{name}/sparsity"] = entry["sparsity"]
+            stats[f"sparse/{name}/active_weights"] = entry["active_weights"]
+            if self.per_layer:
+                for layer_name, layer in entry["layers"].items():
+                    stats[f"sparse/{name}/{layer_name}/sparsity"] = layer["sparsity"]
+        stats["sparse/sparsity"] = 1.0 - active / dense
+        stats["sparse/active_weights"] = active
+        return stats

@@ -1,0 +1,343 @@
+"""Keeps networks sparse through training and evolves their topology on schedule.
+
+The controller hooks into each network's optimizer (pre-step: mask gradients and
+read RigL scores; post-step: re-mask weights and evolve when due) and into each
+target network's forward (apply the target rule after a target update). It never
+calls into an RL library: the clock is the number of optimizer steps of one
+"clock" network, and training progress is handed in by whoever runs training.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from .config import SparseConfig
+from .layers import MaskedLayerMixin, sparse_layers
+from .schedules import cubic_sparsity_at, drop_fraction_at
+from .topology import (
+    copy_online_mask_,
+    drop_smallest,
+    gradient_scores,
+    grow_best,
+    mask_state_,
+    prune_to_count_,
+    random_scores,
+)
+
+MISSING_DRIVER = (
+    "sb3_sparse: method={method!r} evolves the topology only when training runs with "
+    "sb3_sparse.SparseTrainingCallback (model.learn(..., callback=SparseTrainingCallback())). "
+    "Without it the topology stays static."
+)
+
+
+class TargetWeight(nn.Parameter):
+    """A target network's weight that notices target updates.
+
+    SB3's ``polyak_update`` writes through ``param.data``, which bumps no version
+    counter; reading ``.data`` here raises a flag so the target rule runs before the
+    target's next forward, exactly once per update and at no cost otherwise.
+    """
+
+    @property
+    def data(self) -> torch.Tensor:  # type: ignore[override]
+        self.__dict__["updated"] = True
+        return super().data
+
+    @data.setter
+    def data(self, value: torch.Tensor) -> None:
+        nn.Parameter.data.__set__(self, value)  # type: ignore[attr-defined]
+
+
+class SparseNetwork:
+    """One online network, its sparse layers, its optimizer and its optional target."""
+
+    def __init__(self, name: str, online: nn.Module, target: nn.Module | None, clock: bool) -> None:
+        self.name = name
+        self.online = online
+        self.target = target
+        self.clock = clock
+        named = sparse_layers(online)
+        if not named:
+            raise ValueError(f"network {name!r} has no sparse layer")
+        self.layer_names = [n for n, _ in named]
+        self.layers: list[MaskedLayerMixin] = [m for _, m in named]
+        self.target_layers: list[MaskedLayerMixin] = []
+        if target is not None:
+            self.target_layers = [target.get_submodule(n) for n in self.layer_names]  # type: ignore[misc]
+            for layer in self.target_layers:
+                if not isinstance(layer.weight, TargetWeight):
+                    layer.weight = TargetWeight(layer.weight.detach(), requires_grad=layer.weight.requires_grad)
+        # Target support known to equal the online one: a target update cannot add connections.
+        self.target_in_sync = [False] * len(self.target_layers)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.handles: list = []
+        self.target_handle = None
+        self.epoch = 0  # clock // update_interval at this network's last topology update
+        self.grad_scores: list[torch.Tensor] | None = None
+        self.counts = [int(layer.weight_mask.sum().item()) for layer in self.layers]
+        self.final_counts = list(self.counts)  # gradual pruning shrinks counts towards these
+
+    def masks(self) -> list[torch.Tensor]:
+        # Looked up on every call: Module.to() replaces buffer objects.
+        return [layer.weight_mask for layer in self.layers]
+
+    def weights(self) -> list[torch.Tensor]:
+        return [layer.weight for layer in self.layers]
+
+    def state_tensors(self, layer: MaskedLayerMixin) -> Iterator[torch.Tensor]:
+        """Optimizer state shaped like ``layer.weight`` (Adam: ``exp_avg``, ``exp_avg_sq``)."""
+        if self.optimizer is None:
+            return iter(())
+        state = self.optimizer.state.get(layer.weight, {})
+        return (v for v in state.values() if isinstance(v, torch.Tensor) and v.shape == layer.weight.shape)
+
+
+class SparseController(nn.Module):
+    """Runs one sparse-training method over a set of networks.
+
+    :param config: the sparse settings.
+    :param seed: seed of the topology random generator (drawn from torch's global RNG if ``None``).
+    """
+
+    def __init__(self, config: SparseConfig, seed: int | None = None) -> None:
+        super().__init__()
+        self.config = config
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, ()).item())
+        self.generator = torch.Generator()
+        self.generator.manual_seed(seed)
+        # Counters live in Python during training and in these buffers inside checkpoints.
+        self.register_buffer("n_updates", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("rng_state", self.generator.get_state())
+        self.register_buffer("topology_updates", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("changed_fraction", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("train_flops", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("progress", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("epochs", torch.zeros(0, dtype=torch.int64))
+        self.networks: dict[str, SparseNetwork] = {}
+        self.clock = 0
+        self.n_topology_updates = 0
+        self.last_changed_fraction = 0.0
+        self.flops_so_far = 0.0
+        self.training_progress = 0.0
+        self.driven = False  # set by whoever supplies training progress (the SB3 callback)
+        self._warned = False
+        self._epoch_changed = 0
+        self._epoch_active = 0
+
+    # -- wiring -----------------------------------------------------------------------------
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Networks belong to their owner (the policy): keep them out of this module's state_dict.
+        if name == "networks":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def add_network(self, name: str, online: nn.Module, target: nn.Module | None = None, clock: bool = False) -> None:
+        """Register a network whose masked layers this controller manages.
+
+        :param name: name used in logs (``"actor"``, ``"critic"``, ``"q_net"``).
+        :param online: the trained network.
+        :param target: its target network, if any (same layer names).
+        :param clock: whether this network's optimizer steps count gradient updates.
+        """
+        net = SparseNetwork(name, online, target, clock)
+        self.networks[name] = net
+        self.epochs = torch.zeros(len(self.networks), dtype=torch.int64)
+        if target is not None:
+            net.target_handle = target.register_forward_pre_hook(lambda module, args: self._refresh_target(net))
+
+    def attach_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> None:
+        """Install the step hooks on ``optimizer`` (idempotent)."""
+        net = self.networks[name]
+        for handle in net.handles:
+            handle.remove()
+        net.optimizer = optimizer
+        net.handles = [
+            optimizer.register_step_pre_hook(lambda opt, args, kwargs: self._before_step(net)),
+            optimizer.register_step_post_hook(lambda opt, args, kwargs: self._after_step(net)),
+        ]
+
+    def detach(self) -> None:
+        """Remove every hook (optimizer steps and target forwards); tests use it as a negative control."""
+        for net in self.networks.values():
+            for handle in net.handles:
+                handle.remove()
+            net.handles = []
+            if net.target_handle is not None:
+                net.target_handle.remove()
+
+    def missing_hooks(self) -> list[str]:
+        """Names of the invariant hooks that are not installed (empty when all are)."""
+        problems = []
+        for net in self.networks.values():
+            opt = net.optimizer
+            installed = opt is not None and all(
+                h.id in opt._optimizer_step_pre_hooks or h.id in opt._optimizer_step_post_hooks for h in net.handles
+            )
+            if not installed or len(net.handles) != 2:
+                problems.append(f"{net.name}: optimizer step hooks")
+            if net.target is not None and (
+                net.target_handle is None
+                or net.target_handle.id not in net.target._forward_pre_hooks
+                or any(not isinstance(t.weight, TargetWeight) for t in net.target_layers)
+            ):
+                problems.append(f"{net.name}: target rule")
+        return problems
+
+    # -- the hooks ----------------------------------------------------------------------------
+
+    def _due(self, net: SparseNetwork) -> bool:
+        cfg = self.config
+        if not cfg.evolves or self.clock // cfg.update_interval <= net.epoch:
+            return False
+        if not self.driven:
+            if not self._warned:
+                warnings.warn(MISSING_DRIVER.format(method=cfg.method), stacklevel=2)
+                self._warned = True
+            return False
+        if cfg.method == "gmp":
+            return self.training_progress >= cfg.prune_start_fraction
+        return self.training_progress <= cfg.end_fraction
+
+    @torch.no_grad()
+    def _before_step(self, net: SparseNetwork) -> None:
+        if net.clock:
+            self.clock += 1
+        grads = [w.grad for w in net.weights()]
+        if any(g is None for g in grads):
+            return
+        if self.config.method == "rigl" and self._due(net):
+            # The dense gradient of this network's own loss, before it is masked.
+            net.grad_scores = [gradient_scores(g) for g in grads]
+        torch._foreach_mul_(grads, net.masks())
+
+    @torch.no_grad()
+    def _after_step(self, net: SparseNetwork) -> None:
+        torch._foreach_mul_(net.weights(), net.masks())
+        if self._due(net):
+            self._update_topology(net)
+
+    @torch.no_grad()
+    def _update_topology(self, net: SparseNetwork) -> None:
+        cfg = self.config
+        epoch = self.clock // cfg.update_interval
+        if epoch > max(n.epoch for n in self.networks.values()):
+            self.n_topology_updates += 1
+            self._epoch_changed = self._epoch_active = 0
+        net.epoch = epoch
+        self.generator.set_state(self.rng_state.cpu())
+        for i, layer in enumerate(net.layers):
+            before = layer.weight_mask.clone()
+            if cfg.method == "gmp":
+                self._prune_layer(net, i)
+            else:
+                self._drop_and_grow(net, i)
+            self._epoch_changed += int((layer.weight_mask - before).abs().sum().item())
+            self._epoch_active += net.counts[i]
+            if i < len(net.target_in_sync):
+                net.target_in_sync[i] = False
+        net.grad_scores = None
+        self.rng_state.copy_(self.generator.get_state())
+        # Connections changed per active connection (a swap counts twice: one out, one in).
+        self.last_changed_fraction = self._epoch_changed / (2 * max(1, self._epoch_active))
+
+    def _drop_and_grow(self, net: SparseNetwork, i: int) -> None:
+        cfg = self.config
+        layer = net.layers[i]
+        fraction = drop_fraction_at(cfg.drop_fraction, cfg.drop_schedule, self.training_progress, cfg.end_fraction)
+        n = round(fraction * net.counts[i])
+        if n == 0 or net.counts[i] == layer.weight.numel():
+            return
+        n = min(n, layer.weight.numel() - net.counts[i])
+        drop_smallest(layer, n)
+        if cfg.mask_optimizer_moments:
+            mask_state_(net.state_tensors(layer), layer.weight_mask)
+        if net.grad_scores is not None:
+            scores = net.grad_scores[i]
+        else:
+            scores = random_scores(layer.weight, self.generator)
+        grow_best(layer, n, scores)
+
+    def _prune_layer(self, net: SparseNetwork, i: int) -> None:
+        """Gradual magnitude pruning: shrink the layer to the schedule's count."""
+        cfg = self.config
+        layer = net.layers[i]
+        final = net.final_counts[i]
+        size = layer.weight.numel()
+        final_density = final / size
+        initial_density = 1.0 - cfg.initial_sparsity
+        sparsity = cubic_sparsity_at(
+            1.0 - max(initial_density, final_density),
+            1.0 - final_density,
+            self.training_progress,
+            cfg.prune_start_fraction,
+            cfg.prune_end_fraction,
+        )
+        count = round((1.0 - sparsity) * size)
+        n = net.counts[i] - count
+        if n <= 0:
+            return
+        drop_smallest(layer, n)
+        net.counts[i] = count
+        if cfg.mask_optimizer_moments:
+            mask_state_(net.state_tensors(layer), layer.weight_mask)
+
+    @torch.no_grad()
+    def _refresh_target(self, net: SparseNetwork) -> None:
+        """Apply the target rule to layers whose target weights were updated."""
+        if net.target is None:
+            return
+        for i, (target, online) in enumerate(zip(net.target_layers, net.layers, strict=True)):
+            if not target.weight.__dict__.get("updated"):
+                continue
+            target.weight.__dict__["updated"] = False
+            if net.target_in_sync[i]:
+                continue  # both supports equal: an update kept the support
+            if self.config.target_sparsity == "online_mask":
+                copy_online_mask_(target, online)
+            else:
+                prune_to_count_(target, online)
+            net.target_in_sync[i] = torch.equal(target.weight_mask, online.weight_mask)
+
+    # -- state --------------------------------------------------------------------------------
+
+    def refresh_targets(self) -> None:
+        """Bring every target up to its rule now (before saving or inspecting)."""
+        for net in self.networks.values():
+            self._refresh_target(net)
+
+    def sync(self, n_updates: int, progress: float) -> None:
+        """Align the clock with the trainer's update counter and set the training progress."""
+        self.clock = int(n_updates)
+        self.training_progress = float(progress)
+
+    def write_state(self) -> None:
+        """Copy the Python-side counters into the buffers (before ``state_dict``)."""
+        self.n_updates.fill_(self.clock)
+        self.topology_updates.fill_(self.n_topology_updates)
+        self.changed_fraction.fill_(self.last_changed_fraction)
+        self.train_flops.fill_(self.flops_so_far)
+        self.progress.fill_(self.training_progress)
+        self.epochs = torch.tensor([n.epoch for n in self.networks.values()], dtype=torch.int64)
+
+    @torch.no_grad()
+    def read_state(self) -> None:
+        """Restore the Python-side counters from the buffers (after ``load_state_dict``)."""
+        self.clock = int(self.n_updates.item())
+        self.n_topology_updates = int(self.topology_updates.item())
+        self.last_changed_fraction = float(self.changed_fraction.item())
+        self.flops_so_far = float(self.train_flops.item())
+        self.training_progress = float(self.progress.item())
+        for net, epoch in zip(self.networks.values(), self.epochs.tolist(), strict=True):
+            net.epoch = int(epoch)
+            for layer in net.layers + net.target_layers:
+                layer.weight.mul_(layer.weight_mask)
+            net.counts = [int(m.sum().item()) for m in net.masks()]
+            net.target_in_sync = [False] * len(net.target_layers)

@@ -1,0 +1,71 @@
+"""Turn the dense layers of a built network into masked ones with exact-count random masks."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from .config import SparseConfig
+from .distributions import lambda_counts, layer_counts, random_mask
+from .layers import replace_layer, to_masked
+
+WEIGHTED = (nn.Linear, nn.Conv2d)
+
+
+def output_layer_names(network: nn.Module, hidden_heads: tuple[str, ...] = ("latent_pi",)) -> set[str]:
+    """Names of the layers that produce a network's outputs.
+
+    The last ``Linear`` of each ``nn.Sequential`` head and every ``Linear`` that is not
+    inside a ``Sequential`` (SAC's ``mu`` and ``log_std``). Sequentials named in
+    ``hidden_heads`` and features extractors feed other layers, so theirs are hidden.
+    """
+    outputs: set[str] = set()
+    in_sequential: set[str] = set()
+    for name, module in network.named_modules():
+        if isinstance(module, nn.Sequential):
+            children = [f"{name}.{i}" if name else str(i) for i, m in enumerate(module) if isinstance(m, nn.Linear)]
+            in_sequential.update(f"{name}.{i}" if name else str(i) for i in range(len(module)))
+            hidden = name.rsplit(".", 1)[-1] in hidden_heads or "features_extractor" in name
+            if children and not hidden:
+                outputs.add(children[-1])
+    for name, module in network.named_modules():
+        if isinstance(module, nn.Linear) and name not in in_sequential and "features_extractor" not in name:
+            outputs.add(name)
+    return outputs
+
+
+def sparsify_(network: nn.Module, config: SparseConfig, sparsity: float, sparse_biases: bool = True) -> list[int]:
+    """Replace the network's Linear/Conv2d layers by masked ones; return active counts per layer.
+
+    :param network: a built network (its dense layers are replaced in place).
+    :param config: supplies the distribution, lambdas, ``sparse_output_layer`` and ``bias``.
+    :param sparsity: the network's sparsity (ignored when ``config.lambdas`` is set).
+    :param sparse_biases: whether ``config.bias=False`` may remove this network's biases.
+    """
+    named = [(n, m) for n, m in network.named_modules() if isinstance(m, WEIGHTED)]
+    if not named:
+        raise ValueError(f"{type(network).__name__} has no Linear or Conv2d layer to make sparse")
+    outputs = output_layer_names(network)
+    is_sparse = [config.sparse_output_layer or name not in outputs for name, _ in named]
+    shapes = [tuple(m.weight.shape) for _, m in named]
+    if config.lambdas is not None:
+        sparse_shapes = [s for s, flag in zip(shapes, is_sparse, strict=True) if flag]
+        sparse_counts = iter(lambda_counts(sparse_shapes, _tile(config.lambdas, len(sparse_shapes))))
+        counts = [next(sparse_counts) if flag else math.prod(s) for s, flag in zip(shapes, is_sparse, strict=True)]
+    else:
+        counts = layer_counts(shapes, is_sparse, sparsity, config.distribution)
+    for (name, layer), shape, count, flag in zip(named, shapes, counts, is_sparse, strict=True):
+        if not flag:
+            continue
+        masked = to_masked(layer, bias=None if config.bias or not sparse_biases else False)
+        masked.set_mask_(random_mask(shape, count).to(layer.weight.device))
+        replace_layer(network, name, masked)
+    return counts
+
+
+def _tile(lambdas: tuple[float, ...], n_layers: int) -> tuple[float, ...]:
+    """Repeat per-layer lambdas over identical sub-networks (the critic's Q-networks)."""
+    if n_layers % len(lambdas):
+        raise ValueError(f"lambdas needs one value per sparse layer ({n_layers} here), got {len(lambdas)}: {list(lambdas)}")
+    return lambdas * (n_layers // len(lambdas))

@@ -1,0 +1,137 @@
+"""Sparse versions of SB3's TD3 and SAC policies: thin subclasses that sparsify what SB3 builds."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any, ClassVar
+
+from gymnasium import spaces
+from stable_baselines3.common.type_aliases import Schedule
+from stable_baselines3.sac.policies import SACPolicy
+from stable_baselines3.td3.policies import TD3Policy
+from torch import nn
+
+from .core.config import FIELDS, PRESET_POLICY_DEFAULTS, SparseConfig, resolve_config
+from .core.controller import SparseController
+from .core.sparsify import sparsify_
+
+# Attributes an algorithm reads from its policy, and the policies that have them.
+_ALGORITHM_ATTRIBUTES = {
+    "actor_target": "TD3/DDPG (SparseTD3Policy)",
+    "q_net": "DQN (SparseDQNPolicy)",
+    "q_net_target": "DQN (SparseDQNPolicy)",
+    "quantile_net": "QR-DQN",
+}
+
+
+class SparsePolicyMixin:
+    """Shared by the sparse policies: reads the sparse ``policy_kwargs``, sparsifies, installs hooks.
+
+    Subclasses set ``algorithm_family`` (which paper defaults apply) and ``fits`` (the algorithms
+    they serve), and call :meth:`_sparse` on each network their factories build.
+    """
+
+    algorithm_family: ClassVar[str]
+    fits: ClassVar[str]
+    action_space_type: ClassVar[type[spaces.Space]]
+    sparse_config: SparseConfig
+    sparse_controller: SparseController
+
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule: Schedule, **kwargs: Any):
+        if "use_sde" in kwargs and self.algorithm_family != "sac":
+            raise TypeError(f"{type(self).__name__} fits {self.fits}, not SAC; SAC takes 'SparseMlpPolicy' (SparseSACPolicy)")
+        if not isinstance(action_space, self.action_space_type):
+            raise TypeError(f"{type(self).__name__} fits {self.fits}; it cannot act in {action_space}")
+        preset = kwargs.pop("preset", None)
+        sparse = {k: kwargs.pop(k) for k in list(kwargs) if k in FIELDS}
+        self.sparse_config = resolve_config(preset, self.algorithm_family, sparse)
+        self._sparse_kwargs = {"preset": preset, **sparse}
+        for key, value in PRESET_POLICY_DEFAULTS.get(preset or "", {}).items():
+            kwargs.setdefault(key, getattr(nn, value))
+        self._check_kwargs(kwargs)
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)  # type: ignore[call-arg]
+
+    def _check_kwargs(self, kwargs: dict[str, Any]) -> None:
+        """Fail early, with a suggestion, on a misspelt ``policy_kwargs`` key."""
+        sb3_policy = next(c for c in type(self).__mro__ if c.__module__.startswith("stable_baselines3") or c.__module__.startswith("sb3_contrib"))
+        allowed = list(inspect.signature(sb3_policy.__init__).parameters)[4:]
+        for key in kwargs:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, [*FIELDS, "preset", *allowed], n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise TypeError(f"{type(self).__name__} got an unknown policy_kwargs key {key!r}.{hint}")
+
+    def make_actor(self, features_extractor=None):
+        return self._sparse(super().make_actor(features_extractor), "actor")  # type: ignore[misc]
+
+    def make_critic(self, features_extractor=None):
+        return self._sparse(super().make_critic(features_extractor), "critic")  # type: ignore[misc]
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()  # type: ignore[misc]
+        data.update({k: v for k, v in self._sparse_kwargs.items() if v is not None})
+        return data
+
+    def _sparse(self, network: nn.Module, role: str) -> nn.Module:
+        """Make ``network`` sparse at the configured sparsity of ``role`` (``"actor"``/``"critic"``)."""
+        sparsify_(network, self.sparse_config, self.sparse_config.network_sparsity(role))
+        return network
+
+    def _install_controller(self, networks: list[tuple[str, nn.Module, nn.Module | None]]) -> None:
+        """Create the controller for ``(name, online, target)`` networks; the first is the clock."""
+        self.sparse_controller = SparseController(self.sparse_config)
+        for i, (name, online, target) in enumerate(networks):
+            self.sparse_controller.add_network(name, online, target, clock=i == 0)
+            self.sparse_controller.attach_optimizer(name, online.optimizer)
+        self.register_state_dict_pre_hook(_before_state_dict)  # type: ignore[attr-defined]
+        self.register_load_state_dict_post_hook(_after_load_state_dict)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)  # type: ignore[misc]
+        except AttributeError:
+            if name in _ALGORITHM_ATTRIBUTES:
+                raise AttributeError(
+                    f"{type(self).__name__} fits {self.fits}; this algorithm needs a policy with "
+                    f"'{name}', i.e. {_ALGORITHM_ATTRIBUTES[name]}. Pass 'SparseMlpPolicy' and let "
+                    "the algorithm pick its own sparse policy."
+                ) from None
+            raise
+
+
+def _before_state_dict(policy: SparsePolicyMixin, prefix: str, keep_vars: bool) -> None:
+    policy.sparse_controller.refresh_targets()
+    policy.sparse_controller.write_state()
+
+
+def _after_load_state_dict(policy: SparsePolicyMixin, incompatible_keys: Any) -> None:
+    policy.sparse_controller.read_state()
+
+
+class SparseTD3Policy(SparsePolicyMixin, TD3Policy):
+    """TD3/DDPG policy with sparse actor and critics.
+
+    Takes every ``TD3Policy`` argument plus, in ``policy_kwargs``, ``preset`` (``"static"``,
+    ``"set"``/``"ds-td3"``, ``"tows"``) and the fields of :class:`sb3_sparse.core.SparseConfig`.
+    """
+
+    algorithm_family = "td3"
+    fits = "TD3 and DDPG"
+    action_space_type = spaces.Box
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        super()._build(lr_schedule)
+        self._install_controller([("critic", self.critic, self.critic_target), ("actor", self.actor, self.actor_target)])
+
+
+class SparseSACPolicy(SparsePolicyMixin, SACPolicy):
+    """SAC policy with sparse actor and critics (same ``policy_kwargs`` as :class:`SparseTD3Policy`)."""
+
+    algorithm_family = "sac"
+    fits = "SAC"
+    action_space_type = spaces.Box
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        super()._build(lr_schedule)
+        self._install_controller([("critic", self.critic, self.critic_target), ("actor", self.actor, None)])

@@ -1,0 +1,93 @@
+"""Parameter and FLOPs accounting for sparse (and dense) SB3 policies.
+
+Training FLOPs follow Evci et al. (2020), as used by Sokar et al. (2022): one update
+of a network costs 3x its forward pass, a forward pass costs 2 FLOPs per active
+weight per sample (per output position for convolutions), target-network forwards
+are not counted, and the actor of TD3 is updated once every ``policy_delay`` updates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .core.layers import MaskedLayerMixin
+from .core.sparsify import WEIGHTED
+
+
+def _layer_entry(layer: nn.Module) -> dict[str, Any]:
+    dense = layer.weight.numel()
+    active = int(layer.weight_mask.sum().item()) if isinstance(layer, MaskedLayerMixin) else dense
+    positions = getattr(layer, "output_positions", 1)
+    return {
+        "active_weights": active,
+        "dense_weights": dense,
+        "sparsity": 1.0 - active / dense,
+        "forward_flops": 2 * active * positions,
+        "dense_forward_flops": 2 * dense * positions,
+    }
+
+
+def network_summary(network: nn.Module) -> dict[str, Any]:
+    """Active/dense weights, sparsity and per-sample forward FLOPs of one network and its layers."""
+    layers = {name: _layer_entry(m) for name, m in network.named_modules() if isinstance(m, WEIGHTED)}
+    entry: dict[str, Any] = {key: sum(layer[key] for layer in layers.values()) for key in _SUMMED}
+    entry["sparsity"] = 1.0 - entry["active_weights"] / entry["dense_weights"]
+    entry["layers"] = layers
+    return entry
+
+
+_SUMMED = ("active_weights", "dense_weights", "forward_flops", "dense_forward_flops")
+
+
+def update_periods(model: Any) -> dict[str, int]:
+    """Gradient updates between two updates of each network (TD3's actor: ``policy_delay``)."""
+    return {"actor": int(getattr(model, "policy_delay", 1))}
+
+
+def summary(model: Any, n_updates: int | None = None) -> dict[str, Any]:
+    """Sparsity, parameter counts and FLOPs of a sparse SB3 model.
+
+    :param model: an SB3 algorithm whose policy is a sparse policy.
+    :param n_updates: if given, also report ``train_flops`` and ``dense_train_flops`` for this
+        many gradient updates at the model's batch size (and policy delay).
+    :return: ``active_weights``, ``dense_weights``, ``sparsity``, ``networks`` (per network, each
+        with ``layers``), ``method`` and, with ``n_updates``, the training FLOPs.
+    """
+    policy = model.policy
+    controller = getattr(policy, "sparse_controller", None)
+    if controller is None:
+        raise TypeError(f"summary() needs a sparse policy, got {type(policy).__name__}")
+    controller.refresh_targets()
+    networks = {name: network_summary(net.online) for name, net in controller.networks.items()}
+    out: dict[str, Any] = {key: sum(n[key] for n in networks.values()) for key in _SUMMED}
+    out["sparsity"] = 1.0 - out["active_weights"] / out["dense_weights"]
+    out["networks"] = networks
+    out["method"] = controller.config.method
+    out["topology_updates"] = controller.n_topology_updates
+    out["updates_since_topology_change"] = controller.clock - _last_change(controller)
+    if n_updates is not None:
+        sparse, dense = per_update_train_flops(model, networks)
+        out["train_flops"] = sparse * n_updates
+        out["dense_train_flops"] = dense * n_updates
+    return out
+
+
+def per_update_train_flops(model: Any, networks: dict[str, Any] | None = None) -> tuple[float, float]:
+    """Training FLOPs of one gradient update (sparse, dense) at the model's batch size."""
+    if networks is None:
+        controller = model.policy.sparse_controller
+        networks = {name: network_summary(net.online) for name, net in controller.networks.items()}
+    periods = update_periods(model)
+    batch = model.batch_size
+    sparse = sum(3 * batch * n["forward_flops"] / periods.get(name, 1) for name, n in networks.items())
+    dense = sum(3 * batch * n["dense_forward_flops"] / periods.get(name, 1) for name, n in networks.items())
+    return sparse, dense
+
+
+def _last_change(controller: Any) -> int:
+    if controller.n_topology_updates == 0:
+        return 0
+    interval = controller.config.update_interval
+    return max(net.epoch for net in controller.networks.values()) * interval

@@ -1,0 +1,97 @@
+"""Save -> load restores the whole sparse state; fed the same batches, the loaded model and the
+original stay bit-identical through topology updates."""
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import torch
+from invariants import check_online, check_target
+from stable_baselines3 import SAC, TD3
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.utils import set_random_seed
+
+from sb3_sparse import SparseTrainingCallback
+
+ALGOS = {"td3": TD3, "sac": SAC}
+
+
+def make(algo, **policy_kwargs):
+    kwargs = dict(net_arch=[64, 64], update_interval=10, drop_fraction=0.3, **policy_kwargs)
+    return ALGOS[algo]("SparseMlpPolicy", "Pendulum-v1", learning_starts=64, batch_size=32, seed=0, policy_kwargs=kwargs)
+
+
+def drive(model, n_updates):
+    """Run gradient updates directly, as SparseTrainingCallback would have the policy do."""
+    controller = model.policy.sparse_controller
+    controller.driven = True
+    controller.sync(model._n_updates, 0.5)
+    set_random_seed(1234)
+    model.train(gradient_steps=n_updates, batch_size=model.batch_size)
+
+
+def full_state(model):
+    state = {f"policy.{k}": v.clone() for k, v in model.policy.state_dict().items()}
+    for name in ("actor", "critic"):
+        opt = getattr(model.policy, name).optimizer.state_dict()
+        for i, s in opt["state"].items():
+            for k, v in s.items():
+                state[f"{name}.opt.{i}.{k}"] = v.clone() if torch.is_tensor(v) else v
+    return state
+
+
+def assert_identical(a, b):
+    sa, sb = full_state(a), full_state(b)
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        va, vb = sa[key], sb[key]
+        assert torch.equal(va, vb) if torch.is_tensor(va) else va == vb, key
+
+
+@pytest.mark.parametrize("algo", ["td3", "sac"])
+@pytest.mark.parametrize("preset", ["set", "tows"])
+def test_loaded_model_continues_bit_identically(tmp_path, algo, preset):
+    model = make(algo, preset=preset)
+    model.learn(150, callback=SparseTrainingCallback())
+    assert model.policy.sparse_controller.n_topology_updates > 0
+    model.save(tmp_path / "m")
+    loaded = ALGOS[algo].load(tmp_path / "m")
+    loaded.replay_buffer = copy.deepcopy(model.replay_buffer)
+    loaded.set_logger(configure(None, []))
+    assert_identical(model, loaded)
+    before = model.policy.sparse_controller.n_topology_updates
+    drive(model, 35)
+    drive(loaded, 35)
+    assert model.policy.sparse_controller.n_topology_updates >= before + 3
+    assert_identical(model, loaded)
+    for m in (model, loaded):
+        check_online(m.policy.sparse_controller)
+        check_target(m.policy.sparse_controller, "critic")
+
+
+def test_resumed_learn_keeps_schedule(tmp_path):
+    model = make("td3", preset="set")
+    model.learn(200, callback=SparseTrainingCallback())
+    model.save(tmp_path / "m")
+    loaded = TD3.load(tmp_path / "m", env=model.get_env())
+    c = loaded.policy.sparse_controller
+    assert c.clock == loaded._n_updates == model._n_updates
+    assert c.n_topology_updates == model.policy.sparse_controller.n_topology_updates
+    assert c.config == model.policy.sparse_controller.config
+    loaded.learn(100, callback=SparseTrainingCallback(), reset_num_timesteps=False)
+    assert c.n_topology_updates == loaded._n_updates // 10
+    check_online(c)
+
+
+def test_loading_without_the_plugin_fails_clearly(tmp_path):
+    model = make("td3", preset="set")
+    model.save(tmp_path / "m")
+    code = (
+        "import sys; sys.modules['sb3_sparse'] = None\n"
+        "from stable_baselines3 import TD3\n"
+        f"TD3.load({str(tmp_path / 'm')!r})\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "sb3_sparse" in result.stderr + result.stdout
