@@ -16,7 +16,8 @@ def _format_summary(info: dict) -> str:
         f"topology updates: {info['topology_updates']}  updates since the last one: {info['updates_since_topology_change']}",
     ]
     for name, net in info["networks"].items():
-        lines.append(f"  {name}: sparsity {net['sparsity']:.4f}, {net['active_weights']:,} / {net['dense_weights']:,} weights")
+        active, dense = net["active_weights"], net["dense_weights"]
+        lines.append(f"  {name}: sparsity {net['sparsity']:.4f}, {active:,} / {dense:,} weights")
         for layer_name, layer in net["layers"].items():
             lines.append(
                 f"    {layer_name:<12} sparsity {layer['sparsity']:.4f}  {layer['active_weights']:>7,} / {layer['dense_weights']:>7,}"
@@ -28,9 +29,8 @@ def _format_summary(info: dict) -> str:
             f"({ratio:.3f}x dense {info['dense_train_flops']:.3e})"
         )
     actor = info["networks"].get("actor") or next(iter(info["networks"].values()))
-    lines.append(
-        f"inference FLOPs per action: {actor['forward_flops']:,} ({actor['forward_flops'] / actor['dense_forward_flops']:.3f}x dense)"
-    )
+    ratio = actor["forward_flops"] / actor["dense_forward_flops"]
+    lines.append(f"inference FLOPs per action: {actor['forward_flops']:,} ({ratio:.3f}x dense)")
     return "\n".join(lines)
 
 

@@ -54,7 +54,7 @@ class SparsePolicyMixin:
 
     def _check_kwargs(self, kwargs: dict[str, Any]) -> None:
         """Fail early, with a suggestion, on a misspelt ``policy_kwargs`` key."""
-        sb3_policy = next(c for c in type(self).__mro__ if c.__module__.startswith("stable_baselines3") or c.__module__.startswith("sb3_contrib"))
+        sb3_policy = next(c for c in type(self).__mro__ if c.__module__.startswith(("stable_baselines3", "sb3_contrib")))
         allowed = list(inspect.signature(sb3_policy.__init__).parameters)[4:]
         for key in kwargs:
             if key not in allowed:

@@ -44,7 +44,7 @@ def test_online_mask_target_rule(algo):
     train_checked(model, 300)
     net = model.policy.sparse_controller.networks["critic"]
     model.policy.sparse_controller.refresh_targets()
-    for target, online in zip(net.target_layers, net.layers):
+    for target, online in zip(net.target_layers, net.layers, strict=False):
         # after a target update, the target's support is the online support
         assert ((target.weight != 0) & (online.weight_mask == 0)).sum() == 0
 

@@ -19,12 +19,14 @@ from .config import SparseConfig
 from .layers import MaskedLayerMixin, sparse_layers
 from .schedules import cubic_sparsity_at, drop_fraction_at
 from .topology import (
+    TargetSupport,
     copy_online_mask_,
     drop_smallest,
     gradient_scores,
     grow_best,
     mask_state_,
     prune_to_count_,
+    prune_to_magnitude_,
     random_scores,
 )
 
@@ -33,6 +35,11 @@ MISSING_DRIVER = (
     "sb3_sparse.SparseTrainingCallback (model.learn(..., callback=SparseTrainingCallback())). "
     "Without it the topology stays static."
 )
+
+
+# Optimizer state whose square root the update takes (Adam, AMSGrad, RMSprop).
+SQRT_STATE_KEYS = ("exp_avg_sq", "max_exp_avg_sq", "square_avg")
+SQRT_FLOOR = 1e-30
 
 
 class TargetWeight(nn.Parameter):
@@ -72,11 +79,15 @@ class SparseNetwork:
             for layer in self.target_layers:
                 if not isinstance(layer.weight, TargetWeight):
                     layer.weight = TargetWeight(layer.weight.detach(), requires_grad=layer.weight.requires_grad)
-        # Target support known to equal the online one: a target update cannot add connections.
-        self.target_in_sync = [False] * len(self.target_layers)
+        self.target_weights = [layer.weight for layer in self.target_layers]
+        # Per target layer: TargetSupport (magnitude rule), True (online_mask rule, in sync) or
+        # None (to be rebuilt: the online mask changed or state was loaded).
+        self.target_index: list = [None] * len(self.target_layers)
         self.optimizer: torch.optim.Optimizer | None = None
         self.handles: list = []
         self.target_handle = None
+        self.absent_cache: list[torch.Tensor] | None = None
+        self.sqrt_guard: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
         self.epoch = 0  # clock // update_interval at this network's last topology update
         self.grad_scores: list[torch.Tensor] | None = None
         self.counts = [int(layer.weight_mask.sum().item()) for layer in self.layers]
@@ -85,6 +96,13 @@ class SparseNetwork:
     def masks(self) -> list[torch.Tensor]:
         # Looked up on every call: Module.to() replaces buffer objects.
         return [layer.weight_mask for layer in self.layers]
+
+    def guard_addends(self, exact: bool) -> list[torch.Tensor]:
+        """Per layer: what to add to the second moment at absent connections (see the controller)."""
+        if self.absent_cache is None or self.absent_cache[0].device != self.layers[0].weight_mask.device:
+            scale = 1.0 if exact else SQRT_FLOOR
+            self.absent_cache = [(1.0 - m) * scale for m in self.masks()]
+        return self.absent_cache
 
     def weights(self) -> list[torch.Tensor]:
         return [layer.weight for layer in self.layers]
@@ -217,12 +235,47 @@ class SparseController(nn.Module):
             # The dense gradient of this network's own loss, before it is masked.
             net.grad_scores = [gradient_scores(g) for g in grads]
         torch._foreach_mul_(grads, net.masks())
+        net.sqrt_guard = self._guard_sqrt_inputs(net)
 
     @torch.no_grad()
     def _after_step(self, net: SparseNetwork) -> None:
-        torch._foreach_mul_(net.weights(), net.masks())
+        self._release_sqrt_guard(net)
+        if not self.config.mask_optimizer_moments:
+            # Stale moments move absent weights; with masked moments the update there is exactly 0.
+            torch._foreach_mul_(net.weights(), net.masks())
         if self._due(net):
             self._update_topology(net)
+
+    def _guard_sqrt_inputs(self, net: SparseNetwork) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Keep Adam from taking ``sqrt(0)`` at absent connections.
+
+        ``sqrt(0)`` is about 7x slower than ``sqrt`` of a normal number on the AVX2 CPUs
+        measured here (docs/benchmarks.md), and absent connections are where the second
+        moment is 0. Their first moment and gradient are 0, so the update there is 0 whatever
+        the denominator. With masked moments, 1 is added for this step and the post-step
+        mask restores the exact 0. Without, a floor of 1e-30 is added, which leaves any
+        second moment above ~1e-23 bit-unchanged (it is below half an ulp) and keeps
+        never-used positions at a normal float instead of 0 or a denormal.
+        """
+        seconds, addends, masks = [], [], []
+        exact = self.config.mask_optimizer_moments
+        for layer, addend in zip(net.layers, net.guard_addends(exact), strict=True):
+            state = net.optimizer.state.get(layer.weight) if net.optimizer is not None else None
+            for key in SQRT_STATE_KEYS if state else ():
+                if key in state:
+                    seconds.append(state[key])
+                    addends.append(addend)
+                    masks.append(layer.weight_mask)
+        if seconds:
+            torch._foreach_add_(seconds, addends)
+        return (seconds, masks) if exact else ([], [])
+
+    @staticmethod
+    def _release_sqrt_guard(net: SparseNetwork) -> None:
+        seconds, masks = net.sqrt_guard
+        if seconds:
+            torch._foreach_mul_(seconds, masks)
+        net.sqrt_guard = ([], [])
 
     @torch.no_grad()
     def _update_topology(self, net: SparseNetwork) -> None:
@@ -241,8 +294,9 @@ class SparseController(nn.Module):
                 self._drop_and_grow(net, i)
             self._epoch_changed += int((layer.weight_mask - before).abs().sum().item())
             self._epoch_active += net.counts[i]
-            if i < len(net.target_in_sync):
-                net.target_in_sync[i] = False
+            if i < len(net.target_index):
+                net.target_index[i] = None
+        net.absent_cache = None
         net.grad_scores = None
         self.rng_state.copy_(self.generator.get_state())
         # Connections changed per active connection (a swap counts twice: one out, one in).
@@ -292,19 +346,21 @@ class SparseController(nn.Module):
     @torch.no_grad()
     def _refresh_target(self, net: SparseNetwork) -> None:
         """Apply the target rule to layers whose target weights were updated."""
-        if net.target is None:
-            return
-        for i, (target, online) in enumerate(zip(net.target_layers, net.layers, strict=True)):
-            if not target.weight.__dict__.get("updated"):
+        for i, (weight, target, online) in enumerate(zip(net.target_weights, net.target_layers, net.layers, strict=False)):
+            if not weight.__dict__.get("updated"):
                 continue
-            target.weight.__dict__["updated"] = False
-            if net.target_in_sync[i]:
-                continue  # both supports equal: an update kept the support
+            weight.__dict__["updated"] = False
             if self.config.target_sparsity == "online_mask":
-                copy_online_mask_(target, online)
-            else:
-                prune_to_count_(target, online)
-            net.target_in_sync[i] = torch.equal(target.weight_mask, online.weight_mask)
+                if net.target_index[i] is None:
+                    copy_online_mask_(target, online)
+                    net.target_index[i] = True  # in sync until the online mask changes
+                continue
+            index = net.target_index[i]
+            if index is None:
+                if int(target.weight_mask.sum().item()) != net.counts[i]:
+                    prune_to_magnitude_(target, net.counts[i])  # the online count changed (pruning)
+                index = net.target_index[i] = TargetSupport(target, online)
+            prune_to_count_(target, online, index)
 
     # -- state --------------------------------------------------------------------------------
 
@@ -340,4 +396,5 @@ class SparseController(nn.Module):
             for layer in net.layers + net.target_layers:
                 layer.weight.mul_(layer.weight_mask)
             net.counts = [int(m.sum().item()) for m in net.masks()]
-            net.target_in_sync = [False] * len(net.target_layers)
+            net.target_index = [None] * len(net.target_layers)
+            net.absent_cache = None

@@ -17,7 +17,7 @@ Shape = tuple[int, ...]
 
 
 def _er_score(shape: Shape) -> float:
-    """Erdős–Rényi: (n_in + n_out) / (n_in * n_out) (Mocanu et al., 2018)."""
+    """Erdos-Renyi: (n_in + n_out) / (n_in * n_out) (Mocanu et al., 2018)."""
     n_out, n_in = shape[0], shape[1]
     return (n_in + n_out) / (n_in * n_out)
 

@@ -55,37 +55,70 @@ def mask_state_(state_tensors: Iterable[torch.Tensor], mask: torch.Tensor) -> No
         tensor.mul_(mask)
 
 
-@torch.no_grad()
-def prune_to_count_(target: MaskedLayerMixin, online: MaskedLayerMixin) -> None:
-    """Magnitude-prune a target layer back to the online layer's number of connections.
+class TargetSupport:
+    """Index form of a target layer's support ``S`` and of the online-only positions ``M \\ S``.
 
-    After a polyak update the target's support is at most its own support ``S`` (its
-    ``weight_mask``) plus the online support ``M``. Exactly ``|S ∪ M| - k`` of those
-    positions must go, ``k`` being the online count; they are the smallest. Positions
-    of ``M \\ S`` are among the candidates, so nothing above the largest of them can be
-    dropped: only entries at or below that threshold are ranked, which keeps this far
-    cheaper than a full top-k over the layer.
+    Kept between target updates so that pruning costs O(|S|) gathers instead of scans
+    and ``nonzero`` calls over the whole layer (``nonzero`` is ~0.5 ms on a 256x256
+    layer on this CPU).
     """
-    w = target.weight.view(-1)
-    own = target.weight_mask.view(-1)
-    union = torch.maximum(own, online.weight_mask.view(-1))
-    n_extra = int(union.sum().item()) - int(online.weight_mask.sum().item())
-    if n_extra <= 0:
-        target.weight_mask.view(-1).copy_(union)
+
+    def __init__(self, target: MaskedLayerMixin, online: MaskedLayerMixin) -> None:
+        own = target.weight_mask.view(-1)
+        self.support = own.nonzero().squeeze(1)
+        self.newcomers = (online.weight_mask.view(-1) * (1.0 - own)).nonzero().squeeze(1)
+
+    @property
+    def in_sync(self) -> bool:
+        """Whether the target support equals the online one (an update cannot add connections)."""
+        return self.newcomers.numel() == 0
+
+
+@torch.no_grad()
+def prune_to_count_(target: MaskedLayerMixin, online: MaskedLayerMixin, index: TargetSupport) -> None:
+    """Magnitude-prune a target layer back to its count after a target update.
+
+    After a polyak update the target's nonzeros lie in its support ``S`` plus the online-only
+    positions ``N = M \\ S``; exactly ``|N|`` of them must go, the smallest. The ``N`` entries
+    all lie at or below ``max |w_N|``, so only entries of ``S`` below that threshold compete.
+    """
+    if index.in_sync:
         return
-    magnitude = w.abs()
-    newcomers = (union - own).nonzero().squeeze(1)
-    if n_extra <= len(newcomers):
-        # At least n_extra entries (the newcomers) lie at or below this threshold.
-        threshold = magnitude[newcomers].max()
-        candidates = ((magnitude <= threshold) & union.bool()).nonzero().squeeze(1)
-    else:  # the online count shrank (gradual pruning): rank the whole support
-        candidates = union.nonzero().squeeze(1)
-    order = torch.topk(magnitude[candidates], n_extra, largest=False, sorted=False).indices
-    dropped = candidates[order]
-    union[dropped] = 0.0
-    own.copy_(union)
-    w.mul_(own)
+    # index_select / index_fill_ throughout: advanced indexing is several times slower on CPU.
+    w = target.weight.view(-1)
+    newcomer_values = w.index_select(0, index.newcomers).abs()
+    threshold = newcomer_values.max()
+    if threshold.item() == 0:
+        return  # no online-only connection has reached the target yet
+    support_values = w.index_select(0, index.support).abs()
+    if threshold < support_values.min():  # every online-only entry is smaller: drop them all
+        w.index_fill_(0, index.newcomers, 0.0)
+        return
+    low = (support_values <= threshold).nonzero().squeeze(1)  # positions in index.support
+    n_low = low.numel()
+    values = torch.cat([support_values.index_select(0, low), newcomer_values])
+    dropped = torch.topk(values, index.newcomers.numel(), largest=False, sorted=False).indices
+    keep = torch.ones_like(values).index_fill_(0, dropped, 0.0)
+    leaving_at = low.index_select(0, (keep[:n_low] == 0).nonzero().squeeze(1))
+    leaving = index.support.index_select(0, leaving_at)
+    entering = index.newcomers.index_select(0, keep[n_low:].nonzero().squeeze(1))
+    staying_out = index.newcomers.index_select(0, (keep[n_low:] == 0).nonzero().squeeze(1))
+    index.support.index_copy_(0, leaving_at, entering)
+    own = target.weight_mask.view(-1)
+    own.index_fill_(0, leaving, 0.0).index_fill_(0, entering, 1.0)
+    w.index_fill_(0, leaving, 0.0).index_fill_(0, staying_out, 0.0)
+    returning = leaving.index_select(0, online.weight_mask.view(-1).index_select(0, leaving).nonzero().squeeze(1))
+    index.newcomers = torch.cat([staying_out, returning])
+
+
+@torch.no_grad()
+def prune_to_magnitude_(target: MaskedLayerMixin, count: int) -> None:
+    """Keep the ``count`` largest-magnitude entries of a target layer (a full top-k)."""
+    w = target.weight.view(-1)
+    keep = torch.zeros_like(w)
+    keep[torch.topk(w.abs(), count, sorted=False).indices] = 1.0
+    target.weight_mask.view(-1).copy_(keep)
+    w.mul_(keep)
 
 
 @torch.no_grad()
