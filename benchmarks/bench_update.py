@@ -69,8 +69,10 @@ def main() -> None:
             model.train(gradient_steps=args.chunk, batch_size=100)
             times[name].append((time.perf_counter() - start) / args.chunk)
     base = statistics.median(times["dense"])
-    print(f"{args.env}, batch 100, net 256-256, {args.updates} updates/variant, {args.threads} thread(s), "
-          f"torch {torch.__version__}, {platform.processor() or platform.machine()}")
+    print(
+        f"{args.env}, batch 100, net 256-256, {args.updates} updates/variant, {args.threads} thread(s), "
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}"
+    )
     print(f"{'variant':<22}{'ms/update':>10}{'vs dense':>10}{'topology updates':>18}")
     for name, model in models.items():
         median = statistics.median(times[name])

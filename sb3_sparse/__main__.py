@@ -19,9 +19,8 @@ def _format_summary(info: dict) -> str:
         active, dense = net["active_weights"], net["dense_weights"]
         lines.append(f"  {name}: sparsity {net['sparsity']:.4f}, {active:,} / {dense:,} weights")
         for layer_name, layer in net["layers"].items():
-            lines.append(
-                f"    {layer_name:<12} sparsity {layer['sparsity']:.4f}  {layer['active_weights']:>7,} / {layer['dense_weights']:>7,}"
-            )
+            counts = f"{layer['active_weights']:>7,} / {layer['dense_weights']:>7,}"
+            lines.append(f"    {layer_name:<12} sparsity {layer['sparsity']:.4f}  {counts}")
     if "train_flops" in info:
         ratio = info["train_flops"] / info["dense_train_flops"]
         lines.append(

@@ -38,9 +38,7 @@ class SparseTrainingCallback(BaseCallback):
     def _on_training_start(self) -> None:
         policy = self.model.policy
         if not hasattr(policy, "sparse_controller"):
-            raise TypeError(
-                f"SparseTrainingCallback needs a sparse policy ('SparseMlpPolicy'), got {type(policy).__name__}"
-            )
+            raise TypeError(f"SparseTrainingCallback needs a sparse policy ('SparseMlpPolicy'), got {type(policy).__name__}")
         missing = self.controller.missing_hooks()
         if missing:
             raise RuntimeError(f"sparse invariant hooks are not installed: {', '.join(missing)}")

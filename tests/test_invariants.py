@@ -54,8 +54,15 @@ def test_invariants_with_several_gradient_steps_envs_and_delay(algo):
     env = make_vec_env("Pendulum-v1", n_envs=2, seed=0)
     extra = {"policy_delay": 3} if algo == "td3" else {"target_update_interval": 2}
     model = ALGOS[algo](
-        "SparseMlpPolicy", env, learning_starts=64, batch_size=32, train_freq=4, gradient_steps=6, seed=0,
-        policy_kwargs={**FAST, "preset": "tows", "update_interval": 7}, **extra,
+        "SparseMlpPolicy",
+        env,
+        learning_starts=64,
+        batch_size=32,
+        train_freq=4,
+        gradient_steps=6,
+        seed=0,
+        policy_kwargs={**FAST, "preset": "tows", "update_interval": 7},
+        **extra,
     )
     probe = train_checked(model, 400)
     assert probe.steps > 200

@@ -88,9 +88,7 @@ def test_loading_without_the_plugin_fails_clearly(tmp_path):
     model = make("td3", preset="set")
     model.save(tmp_path / "m")
     code = (
-        "import sys; sys.modules['sb3_sparse'] = None\n"
-        "from stable_baselines3 import TD3\n"
-        f"TD3.load({str(tmp_path / 'm')!r})\n"
+        f"import sys; sys.modules['sb3_sparse'] = None\nfrom stable_baselines3 import TD3\nTD3.load({str(tmp_path / 'm')!r})\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode != 0
