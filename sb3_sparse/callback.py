@@ -6,6 +6,7 @@ from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback
 
+from .core.dormant import dormant_fractions
 from .summary import network_summary, per_update_train_flops
 
 
@@ -17,7 +18,9 @@ class SparseTrainingCallback(BaseCallback):
     training progress; the policy's optimizer hooks then evolve each network at exactly the
     scheduled update. After each ``train()`` it records sparsity (global, per network, per
     layer), active connections, topology updates, the fraction of connections changed at the
-    last update and the training FLOPs so far.
+    last update and the training FLOPs so far. With ``dormant_interval`` set in the policy, it
+    also logs the fraction of dormant neurons per network on a replay batch under
+    ``sparse/dormant/...``.
 
     :param per_layer: also log every layer's sparsity.
     :param verbose: verbosity level.
@@ -30,6 +33,7 @@ class SparseTrainingCallback(BaseCallback):
         self._stats: dict[str, Any] = {}
         self._flops_per_update = (0.0, 0.0)
         self._counted_updates = 0
+        self._dormant_epoch = 0
 
     @property
     def controller(self) -> Any:
@@ -76,11 +80,27 @@ class SparseTrainingCallback(BaseCallback):
         dense_so_far = self.model._n_updates * self._flops_per_update[1]
         for key_, value in self._stats.items():
             self.logger.record(key_, value)
+        interval = controller.config.dormant_interval
+        if interval and self.model._n_updates // interval > self._dormant_epoch:
+            self._dormant_epoch = self.model._n_updates // interval
+            self._record_dormant()
         self.logger.record("sparse/topology_updates", controller.n_topology_updates)
         self.logger.record("sparse/changed_fraction", controller.last_changed_fraction)
         self.logger.record("sparse/train_flops", controller.flops_so_far)
         if dense_so_far:
             self.logger.record("sparse/train_flops_vs_dense", controller.flops_so_far / dense_so_far)
+
+    def _record_dormant(self) -> None:
+        """Dormant-neuron fractions per network on one replay batch (ReDo's score, tau = dormant_threshold)."""
+        batch = self.model.replay_buffer.sample(self.model.batch_size)
+        threshold = self.controller.config.dormant_threshold
+        for name, net in self.controller.networks.items():
+            if name == "critic":
+                run = lambda net=net: net.online(batch.observations, batch.actions)  # noqa: E731
+            else:
+                run = lambda net=net: net.online(batch.observations)  # noqa: E731
+            for layer, fraction in dormant_fractions(net.online, run, threshold).items():
+                self.logger.record(f"sparse/dormant/{name}" + (f"/{layer}" if layer else ""), fraction)
 
     def _compute_stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = {}

@@ -6,15 +6,19 @@ import difflib
 import inspect
 from typing import Any, ClassVar
 
+import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.common.type_aliases import Schedule
+from stable_baselines3.dqn.policies import DQNPolicy
 from stable_baselines3.sac.policies import SACPolicy
 from stable_baselines3.td3.policies import TD3Policy
 from torch import nn
 
 from .core.config import FIELDS, PRESET_POLICY_DEFAULTS, SparseConfig, resolve_config
 from .core.controller import SparseController
-from .core.sparsify import sparsify_
+from .core.sparsify import record_output_positions, sparsify_
 
 # Attributes an algorithm reads from its policy, and the policies that have them.
 _ALGORITHM_ATTRIBUTES = {
@@ -34,6 +38,7 @@ class SparsePolicyMixin:
 
     algorithm_family: ClassVar[str]
     fits: ClassVar[str]
+    class_defaults: ClassVar[dict[str, Any]] = {}  # sparse settings this policy class changes
     action_space_type: ClassVar[type[spaces.Space]]
     sparse_config: SparseConfig
     sparse_controller: SparseController
@@ -45,7 +50,7 @@ class SparsePolicyMixin:
             raise TypeError(f"{type(self).__name__} fits {self.fits}; it cannot act in {action_space}")
         preset = kwargs.pop("preset", None)
         sparse = {k: kwargs.pop(k) for k in list(kwargs) if k in FIELDS}
-        self.sparse_config = resolve_config(preset, self.algorithm_family, sparse)
+        self.sparse_config = resolve_config(preset, self.algorithm_family, self.class_defaults | sparse)
         self._sparse_kwargs = {"preset": preset, **sparse}
         for key, value in PRESET_POLICY_DEFAULTS.get(preset or "", {}).items():
             kwargs.setdefault(key, getattr(nn, value))
@@ -61,6 +66,12 @@ class SparsePolicyMixin:
                 close = difflib.get_close_matches(key, [*FIELDS, "preset", *allowed], n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
                 raise TypeError(f"{type(self).__name__} got an unknown policy_kwargs key {key!r}.{hint}")
+
+    def make_q_net(self):
+        return self._sparse(super().make_q_net(), "critic")  # type: ignore[misc]
+
+    def make_quantile_net(self):
+        return self._sparse(super().make_quantile_net(), "critic")  # type: ignore[misc]
 
     def make_actor(self, features_extractor=None):
         return self._sparse(super().make_actor(features_extractor), "actor")  # type: ignore[misc]
@@ -78,12 +89,16 @@ class SparsePolicyMixin:
         sparsify_(network, self.sparse_config, self.sparse_config.network_sparsity(role))
         return network
 
-    def _install_controller(self, networks: list[tuple[str, nn.Module, nn.Module | None]]) -> None:
-        """Create the controller for ``(name, online, target)`` networks; the first is the clock."""
+    def _install_controller(self, networks: list[tuple[str, nn.Module, nn.Module | None, th.optim.Optimizer]]) -> None:
+        """Create the controller for ``(name, online, target, optimizer)`` networks; the first is the clock."""
         self.sparse_controller = SparseController(self.sparse_config)
-        for i, (name, online, target) in enumerate(networks):
+        example, _ = self.obs_to_tensor(self.observation_space.sample())  # type: ignore[attr-defined]
+        for i, (name, online, target, optimizer) in enumerate(networks):
+            extractor = getattr(online, "features_extractor", None)
+            if extractor is not None and any(isinstance(m, nn.Conv2d) for m in extractor.modules()):
+                record_output_positions(extractor, preprocess_obs(example, self.observation_space))
             self.sparse_controller.add_network(name, online, target, clock=i == 0)
-            self.sparse_controller.attach_optimizer(name, online.optimizer)
+            self.sparse_controller.attach_optimizer(name, optimizer)
         self.register_state_dict_pre_hook(_before_state_dict)  # type: ignore[attr-defined]
         self.register_load_state_dict_post_hook(_after_load_state_dict)  # type: ignore[attr-defined]
 
@@ -122,7 +137,12 @@ class SparseTD3Policy(SparsePolicyMixin, TD3Policy):
 
     def _build(self, lr_schedule: Schedule) -> None:
         super()._build(lr_schedule)
-        self._install_controller([("critic", self.critic, self.critic_target), ("actor", self.actor, self.actor_target)])
+        self._install_controller(
+            [
+                ("critic", self.critic, self.critic_target, self.critic.optimizer),
+                ("actor", self.actor, self.actor_target, self.actor.optimizer),
+            ]
+        )
 
 
 class SparseSACPolicy(SparsePolicyMixin, SACPolicy):
@@ -134,4 +154,34 @@ class SparseSACPolicy(SparsePolicyMixin, SACPolicy):
 
     def _build(self, lr_schedule: Schedule) -> None:
         super()._build(lr_schedule)
-        self._install_controller([("critic", self.critic, self.critic_target), ("actor", self.actor, None)])
+        self._install_controller(
+            [
+                ("critic", self.critic, self.critic_target, self.critic.optimizer),
+                ("actor", self.actor, None, self.actor.optimizer),
+            ]
+        )
+
+
+class SparseDQNPolicy(SparsePolicyMixin, DQNPolicy):
+    """DQN policy with a sparse Q-network (its sparsity is ``critic_sparsity`` or ``sparsity``).
+
+    The default preset is ``"dqn-rigl"``; see :data:`sb3_sparse.core.config.PRESETS`.
+    """
+
+    algorithm_family = "dqn"
+    fits = "DQN"
+    action_space_type = spaces.Discrete
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        super()._build(lr_schedule)
+        self._install_controller([("q_net", self.q_net, self.q_net_target, self.optimizer)])
+
+
+class SparseDQNCnnPolicy(SparseDQNPolicy):
+    """:class:`SparseDQNPolicy` with SB3's NatureCNN; convolutions are sparse too, spread by ERK."""
+
+    class_defaults: ClassVar[dict[str, Any]] = {"distribution": "erk"}
+
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule: Schedule, **kwargs: Any):
+        kwargs.setdefault("features_extractor_class", NatureCNN)
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)

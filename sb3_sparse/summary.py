@@ -4,6 +4,8 @@ Training FLOPs follow Evci et al. (2020), as used by Sokar et al. (2022): one up
 of a network costs 3x its forward pass, a forward pass costs 2 FLOPs per active
 weight per sample (per output position for convolutions), target-network forwards
 are not counted, and the actor of TD3 is updated once every ``policy_delay`` updates.
+RigL adds a dense backward pass every ``update_interval`` updates:
+``(3 f_S dT + 2 f_S + f_D) / (dT + 1)`` per update.
 """
 
 from __future__ import annotations
@@ -80,9 +82,18 @@ def per_update_train_flops(model: Any, networks: dict[str, Any] | None = None) -
         controller = model.policy.sparse_controller
         networks = {name: network_summary(net.online) for name, net in controller.networks.items()}
     periods = update_periods(model)
+    config = model.policy.sparse_controller.config
     batch = model.batch_size
-    sparse = sum(3 * batch * n["forward_flops"] / periods.get(name, 1) for name, n in networks.items())
-    dense = sum(3 * batch * n["dense_forward_flops"] / periods.get(name, 1) for name, n in networks.items())
+    sparse = dense = 0.0
+    for name, n in networks.items():
+        f_sparse, f_dense = n["forward_flops"], n["dense_forward_flops"]
+        per_update = 3 * f_sparse
+        if config.method == "rigl":
+            # RigL: every delta_t of its own updates one backward pass computes dense gradients.
+            delta_t = max(1.0, config.update_interval / periods.get(name, 1))
+            per_update = (3 * f_sparse * delta_t + 2 * f_sparse + f_dense) / (delta_t + 1)
+        sparse += batch * per_update / periods.get(name, 1)
+        dense += batch * 3 * f_dense / periods.get(name, 1)
     return sparse, dense
 
 

@@ -135,7 +135,34 @@ PRESETS: dict[str, dict[str, Any]] = {
         "mask_optimizer_moments": True,
     },
 }
-DEFAULT_DROP_FRACTION = {"td3": 0.05, "sac": 0.1}
+# DQN on Atari (Graesser et al. 2022, the setting "A Closer Look at Sparse Training in Deep RL"
+# builds on): ERK over all layers, every 5000 updates, RigL drop 0.3 cosine to 80% of training;
+# pruning from dense to 95% between 20% and 80% of training.
+_DQN_RIGL = {
+    "method": "rigl",
+    "sparsity": 0.9,
+    "distribution": "erk",
+    "sparse_output_layer": True,
+    "update_interval": 5000,
+    "drop_fraction": 0.3,
+    "drop_schedule": "cosine",
+    "end_fraction": 0.8,
+}
+PRESETS |= {
+    "dqn-rigl": _DQN_RIGL,
+    "dqn-rigl-nobias": _DQN_RIGL | {"bias": False},
+    "dqn-gmp": {
+        "method": "gmp",
+        "sparsity": 0.95,
+        "distribution": "erk",
+        "sparse_output_layer": True,
+        "update_interval": 5000,
+        "initial_sparsity": 0.0,
+        "prune_start_fraction": 0.2,
+        "prune_end_fraction": 0.8,
+    },
+}
+DEFAULT_DROP_FRACTION = {"td3": 0.05, "sac": 0.1, "dqn": 0.3}
 PRESET_ALIASES = {"set": "ds", "ds": "ds"}
 # Keyword arguments of the SB3 policy that a preset fills when the user did not.
 PRESET_POLICY_DEFAULTS: dict[str, dict[str, str]] = {"tows": {"activation_fn": "LeakyReLU"}}
@@ -146,14 +173,14 @@ def resolve_config(preset: str | None, algo: str, overrides: dict[str, Any]) -> 
 
     :param preset: ``None``, ``"static"``, ``"set"``/``"ds"`` (DS-TD3 or DS-SAC by ``algo``),
         ``"ds-td3"``, ``"ds-sac"`` or ``"tows"``.
-    :param algo: ``"td3"`` or ``"sac"`` (family), which picks the paper's drop fraction.
+    :param algo: ``"td3"``, ``"sac"`` or ``"dqn"`` (family), which picks the paper's defaults.
     :param overrides: explicit settings; ``None`` values mean "not given".
     """
     unknown = set(overrides) - set(FIELDS)
     if unknown:
         raise TypeError(_unknown_message(sorted(unknown)[0], FIELDS))
     if preset is None:
-        preset = "ds"
+        preset = "dqn-rigl" if algo == "dqn" else "ds"
     preset = PRESET_ALIASES.get(preset, preset)
     if preset == "ds":
         preset = "ds-sac" if algo == "sac" else "ds-td3"

@@ -91,7 +91,8 @@ class SparseNetwork:
         self.epoch = 0  # clock // update_interval at this network's last topology update
         self.grad_scores: list[torch.Tensor] | None = None
         self.counts = [int(layer.weight_mask.sum().item()) for layer in self.layers]
-        self.final_counts = list(self.counts)  # gradual pruning shrinks counts towards these
+        # Gradual pruning shrinks the counts towards these.
+        self.final_counts = [getattr(layer, "final_count", c) for layer, c in zip(self.layers, self.counts, strict=True)]
 
     def masks(self) -> list[torch.Tensor]:
         # Looked up on every call: Module.to() replaces buffer objects.
@@ -342,6 +343,8 @@ class SparseController(nn.Module):
         net.counts[i] = count
         if cfg.mask_optimizer_moments:
             mask_state_(net.state_tensors(layer), layer.weight_mask)
+        if net.target_layers:  # the target follows the shrinking count at once, by magnitude
+            prune_to_magnitude_(net.target_layers[i], count)
 
     @torch.no_grad()
     def _refresh_target(self, net: SparseNetwork) -> None:

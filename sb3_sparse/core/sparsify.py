@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 from .config import SparseConfig
@@ -59,9 +60,28 @@ def sparsify_(network: nn.Module, config: SparseConfig, sparsity: float, sparse_
         if not flag:
             continue
         masked = to_masked(layer, bias=None if config.bias or not sparse_biases else False)
+        masked.final_count = count
+        if config.method == "gmp":  # gradual pruning starts from the initial sparsity
+            count = max(count, round((1.0 - config.initial_sparsity) * math.prod(shape)))
         masked.set_mask_(random_mask(shape, count).to(layer.weight.device))
         replace_layer(network, name, masked)
     return counts
+
+
+@torch.no_grad()
+def record_output_positions(module: nn.Module, example: torch.Tensor) -> None:
+    """Store each conv layer's output positions per sample (for FLOPs) by running ``example``."""
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+
+    def hook(layer: nn.Module, args: object, output: torch.Tensor) -> None:
+        layer.output_positions = output.shape[-2] * output.shape[-1]
+
+    handles = [conv.register_forward_hook(hook) for conv in convs]
+    try:
+        module(example)
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _tile(lambdas: tuple[float, ...], n_layers: int) -> tuple[float, ...]:
