@@ -19,7 +19,7 @@ DQN.policy_aliases["SparseMlpPolicy"] = SparseDQNPolicy
 DQN.policy_aliases["SparseCnnPolicy"] = SparseDQNCnnPolicy
 
 try:  # sb3-contrib is optional
-    from . import contrib  # noqa: F401  (registers the aliases on QR-DQN, TQC and CrossQ)
+    from . import contrib  # registers the aliases on QR-DQN, TQC and CrossQ
 except ImportError:  # pragma: no cover - depends on the environment
     contrib = None
 
