@@ -3,7 +3,7 @@ every target forward, with a negative control."""
 
 import pytest
 from invariants import InvariantProbe, check_online, check_target
-from stable_baselines3 import DDPG, SAC, TD3
+from stable_baselines3 import DDPG, DQN, SAC, TD3
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_sparse import SparseTrainingCallback
@@ -72,16 +72,20 @@ def test_invariants_with_several_gradient_steps_envs_and_delay(algo):
     assert controller.networks["critic"].epoch == model._n_updates // 7
 
 
-@pytest.mark.parametrize("algo", ["td3", "sac"])
+@pytest.mark.parametrize("algo", ["td3", "sac", "dqn"])
 def test_negative_control_checks_fail_without_hooks(algo):
-    model = make(algo, preset="tows")
+    if algo == "dqn":
+        model = DQN("SparseMlpPolicy", "CartPole-v1", learning_starts=64, train_freq=1, target_update_interval=10,
+                    policy_kwargs={**FAST, "preset": "dqn-rigl", "mask_optimizer_moments": True})  # fmt: skip
+    else:
+        model = make(algo, preset="tows")
     model.policy.sparse_controller.detach()
     model.learn(300, callback=None)
     controller = model.policy.sparse_controller
     with pytest.raises(AssertionError, match="absent weights are not zero"):
         check_online(controller)
     with pytest.raises(AssertionError, match="weights outside the target support"):
-        check_target(controller, "critic")
+        check_target(controller, "q_net" if algo == "dqn" else "critic")
 
 
 def test_callback_refuses_missing_hooks():

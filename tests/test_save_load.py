@@ -8,18 +8,20 @@ import sys
 import pytest
 import torch
 from invariants import check_online, check_target
-from stable_baselines3 import SAC, TD3
+from stable_baselines3 import DQN, SAC, TD3
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import set_random_seed
 
 from sb3_sparse import SparseTrainingCallback
 
-ALGOS = {"td3": TD3, "sac": SAC}
+ALGOS = {"td3": TD3, "sac": SAC, "dqn": DQN}
 
 
 def make(algo, **policy_kwargs):
-    kwargs = dict(net_arch=[64, 64], update_interval=10, drop_fraction=0.3, **policy_kwargs)
-    return ALGOS[algo]("SparseMlpPolicy", "Pendulum-v1", learning_starts=64, batch_size=32, seed=0, policy_kwargs=kwargs)
+    kwargs = {"net_arch": [64, 64], "update_interval": 10, "drop_fraction": 0.3} | policy_kwargs
+    env = "CartPole-v1" if algo == "dqn" else "Pendulum-v1"
+    extra = {"train_freq": 1, "target_update_interval": 5} if algo == "dqn" else {}
+    return ALGOS[algo]("SparseMlpPolicy", env, learning_starts=64, batch_size=32, seed=0, policy_kwargs=kwargs, **extra)
 
 
 def drive(model, n_updates):
@@ -33,8 +35,8 @@ def drive(model, n_updates):
 
 def full_state(model):
     state = {f"policy.{k}": v.clone() for k, v in model.policy.state_dict().items()}
-    for name in ("actor", "critic"):
-        opt = getattr(model.policy, name).optimizer.state_dict()
+    for name, net in model.policy.sparse_controller.networks.items():
+        opt = net.optimizer.state_dict()
         for i, s in opt["state"].items():
             for k, v in s.items():
                 state[f"{name}.opt.{i}.{k}"] = v.clone() if torch.is_tensor(v) else v
@@ -49,10 +51,19 @@ def assert_identical(a, b):
         assert torch.equal(va, vb) if torch.is_tensor(va) else va == vb, key
 
 
-@pytest.mark.parametrize("algo", ["td3", "sac"])
-@pytest.mark.parametrize("preset", ["set", "tows"])
-def test_loaded_model_continues_bit_identically(tmp_path, algo, preset):
-    model = make(algo, preset=preset)
+@pytest.mark.parametrize(
+    "algo, settings",
+    [
+        ("td3", dict(preset="set")),
+        ("td3", dict(preset="tows")),
+        ("sac", dict(preset="set")),
+        ("sac", dict(preset="tows")),
+        ("dqn", dict(preset="dqn-rigl", mask_optimizer_moments=True, end_fraction=1.0)),
+        ("dqn", dict(preset="dqn-gmp", sparse_output_layer=False, prune_start_fraction=0.0, prune_end_fraction=1.0)),
+    ],
+)
+def test_loaded_model_continues_bit_identically(tmp_path, algo, settings):
+    model = make(algo, **settings)
     model.learn(150, callback=SparseTrainingCallback())
     assert model.policy.sparse_controller.n_topology_updates > 0
     model.save(tmp_path / "m")
@@ -67,7 +78,7 @@ def test_loaded_model_continues_bit_identically(tmp_path, algo, preset):
     assert_identical(model, loaded)
     for m in (model, loaded):
         check_online(m.policy.sparse_controller)
-        check_target(m.policy.sparse_controller, "critic")
+        check_target(m.policy.sparse_controller, "q_net" if algo == "dqn" else "critic")
 
 
 def test_resumed_learn_keeps_schedule(tmp_path):
