@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 from gymnasium import spaces
 from sb3_contrib import QRDQN, TQC, CrossQ
 from sb3_contrib.crossq.policies import CrossQPolicy
 from sb3_contrib.qrdqn.policies import QRDQNPolicy
 from sb3_contrib.tqc.policies import TQCPolicy
-from stable_baselines3.common.torch_layers import NatureCNN
-from stable_baselines3.common.type_aliases import Schedule
 
-from .policies import SparsePolicyMixin
+from .policies import SparseCnnMixin, SparsePolicyMixin
 
 
 class SparseQRDQNPolicy(SparsePolicyMixin, QRDQNPolicy):
@@ -21,20 +17,11 @@ class SparseQRDQNPolicy(SparsePolicyMixin, QRDQNPolicy):
     algorithm_family = "dqn"
     fits = "QR-DQN"
     action_space_type = spaces.Discrete
-
-    def _build(self, lr_schedule: Schedule) -> None:
-        super()._build(lr_schedule)
-        self._install_controller([("quantile_net", self.quantile_net, self.quantile_net_target, self.optimizer)])
+    sparse_networks = (("quantile_net", "quantile_net_target"),)
 
 
-class SparseQRDQNCnnPolicy(SparseQRDQNPolicy):
+class SparseQRDQNCnnPolicy(SparseCnnMixin, SparseQRDQNPolicy):
     """:class:`SparseQRDQNPolicy` with NatureCNN; convolutions are sparse, spread by ERK."""
-
-    class_defaults: ClassVar[dict[str, Any]] = {"distribution": "erk"}
-
-    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule: Schedule, **kwargs: Any):
-        kwargs.setdefault("features_extractor_class", NatureCNN)
-        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
 
 class SparseTQCPolicy(SparsePolicyMixin, TQCPolicy):
@@ -43,15 +30,7 @@ class SparseTQCPolicy(SparsePolicyMixin, TQCPolicy):
     algorithm_family = "sac"
     fits = "TQC"
     action_space_type = spaces.Box
-
-    def _build(self, lr_schedule: Schedule) -> None:
-        super()._build(lr_schedule)
-        self._install_controller(
-            [
-                ("critic", self.critic, self.critic_target, self.critic.optimizer),
-                ("actor", self.actor, None, self.actor.optimizer),
-            ]
-        )
+    sparse_networks = (("critic", "critic_target"), ("actor", None))
 
 
 class SparseCrossQPolicy(SparsePolicyMixin, CrossQPolicy):
@@ -60,12 +39,7 @@ class SparseCrossQPolicy(SparsePolicyMixin, CrossQPolicy):
     algorithm_family = "sac"
     fits = "CrossQ"
     action_space_type = spaces.Box
-
-    def _build(self, lr_schedule: Schedule) -> None:
-        super()._build(lr_schedule)
-        self._install_controller(
-            [("critic", self.critic, None, self.critic.optimizer), ("actor", self.actor, None, self.actor.optimizer)]
-        )
+    sparse_networks = (("critic", None), ("actor", None))
 
 
 QRDQN.policy_aliases["SparseMlpPolicy"] = SparseQRDQNPolicy

@@ -6,7 +6,6 @@ import difflib
 import inspect
 from typing import Any, ClassVar
 
-import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.torch_layers import NatureCNN
@@ -39,6 +38,7 @@ class SparsePolicyMixin:
     algorithm_family: ClassVar[str]
     fits: ClassVar[str]
     class_defaults: ClassVar[dict[str, Any]] = {}  # sparse settings this policy class changes
+    sparse_networks: ClassVar[tuple[tuple[str, str | None], ...]]  # (network, its target) attribute names
     action_space_type: ClassVar[type[spaces.Space]]
     sparse_config: SparseConfig
     sparse_controller: SparseController
@@ -89,11 +89,19 @@ class SparsePolicyMixin:
         sparsify_(network, self.sparse_config, self.sparse_config.network_sparsity(role))
         return network
 
-    def _install_controller(self, networks: list[tuple[str, nn.Module, nn.Module | None, th.optim.Optimizer]]) -> None:
-        """Create the controller for ``(name, online, target, optimizer)`` networks; the first is the clock."""
+    def _build(self, lr_schedule: Schedule) -> None:
+        super()._build(lr_schedule)  # type: ignore[misc]
+        self._install_controller()
+
+    def _install_controller(self) -> None:
+        """Create the controller for the ``sparse_networks``; the first one's optimizer steps are the clock."""
         self.sparse_controller = SparseController(self.sparse_config)
         example, _ = self.obs_to_tensor(self.observation_space.sample())  # type: ignore[attr-defined]
-        for i, (name, online, target, optimizer) in enumerate(networks):
+        for i, (name, target_name) in enumerate(self.sparse_networks):
+            online = getattr(self, name)
+            target = getattr(self, target_name) if target_name else None
+            # Actor-critic networks carry their own optimizer; DQN-style policies have one.
+            optimizer = getattr(online, "optimizer", None) or self.optimizer  # type: ignore[attr-defined]
             extractor = getattr(online, "features_extractor", None)
             if extractor is not None and any(isinstance(m, nn.Conv2d) for m in extractor.modules()):
                 record_output_positions(extractor, preprocess_obs(example, self.observation_space))
@@ -134,15 +142,7 @@ class SparseTD3Policy(SparsePolicyMixin, TD3Policy):
     algorithm_family = "td3"
     fits = "TD3 and DDPG"
     action_space_type = spaces.Box
-
-    def _build(self, lr_schedule: Schedule) -> None:
-        super()._build(lr_schedule)
-        self._install_controller(
-            [
-                ("critic", self.critic, self.critic_target, self.critic.optimizer),
-                ("actor", self.actor, self.actor_target, self.actor.optimizer),
-            ]
-        )
+    sparse_networks = (("critic", "critic_target"), ("actor", "actor_target"))
 
 
 class SparseSACPolicy(SparsePolicyMixin, SACPolicy):
@@ -151,15 +151,7 @@ class SparseSACPolicy(SparsePolicyMixin, SACPolicy):
     algorithm_family = "sac"
     fits = "SAC"
     action_space_type = spaces.Box
-
-    def _build(self, lr_schedule: Schedule) -> None:
-        super()._build(lr_schedule)
-        self._install_controller(
-            [
-                ("critic", self.critic, self.critic_target, self.critic.optimizer),
-                ("actor", self.actor, None, self.actor.optimizer),
-            ]
-        )
+    sparse_networks = (("critic", "critic_target"), ("actor", None))
 
 
 class SparseDQNPolicy(SparsePolicyMixin, DQNPolicy):
@@ -171,17 +163,18 @@ class SparseDQNPolicy(SparsePolicyMixin, DQNPolicy):
     algorithm_family = "dqn"
     fits = "DQN"
     action_space_type = spaces.Discrete
-
-    def _build(self, lr_schedule: Schedule) -> None:
-        super()._build(lr_schedule)
-        self._install_controller([("q_net", self.q_net, self.q_net_target, self.optimizer)])
+    sparse_networks = (("q_net", "q_net_target"),)
 
 
-class SparseDQNCnnPolicy(SparseDQNPolicy):
-    """:class:`SparseDQNPolicy` with SB3's NatureCNN; convolutions are sparse too, spread by ERK."""
+class SparseCnnMixin:
+    """NatureCNN by default, with its convolutions sparse too and sparsity spread by ERK."""
 
     class_defaults: ClassVar[dict[str, Any]] = {"distribution": "erk"}
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule: Schedule, **kwargs: Any):
         kwargs.setdefault("features_extractor_class", NatureCNN)
-        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)  # type: ignore[call-arg]
+
+
+class SparseDQNCnnPolicy(SparseCnnMixin, SparseDQNPolicy):
+    """:class:`SparseDQNPolicy` with SB3's NatureCNN; convolutions are sparse too, spread by ERK."""
