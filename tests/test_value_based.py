@@ -154,3 +154,13 @@ def test_sparse_cnn_dqn_on_atari_smoke():
 def test_conv_layers_get_masks_and_erk():
     layer = to_masked(torch.nn.Conv2d(4, 8, 3))
     assert layer.weight_mask.shape == layer.weight.shape
+
+
+def test_qrdqn_sparse_cnn_policy_on_atari_observations():
+    env = make_atari_env("ALE/Breakout-v5", n_envs=1, seed=0)
+    model = QRDQN("SparseCnnPolicy", env, buffer_size=100, policy_kwargs=dict(sparsity=0.9, n_quantiles=10))
+    info = sb3_sparse.summary(model)
+    layers = info["networks"]["quantile_net"]["layers"]
+    assert info["sparsity"] == pytest.approx(0.9, abs=1e-3)
+    assert model.policy.sparse_controller.config.distribution == "erk"
+    assert all(0 < layers[f"features_extractor.cnn.{i}"]["sparsity"] < 1 for i in (0, 2, 4))
