@@ -1,0 +1,562 @@
+"""Package a trained rl-zoo3 run of a sparse agent as a Hugging Face Hub model repository.
+
+``python -m sb3_sparse.hub --algo td3 --env HalfCheetah-v5 -f logs/ -orga ORGA`` builds the
+repository folder (the model zip and its unzipped content, ``config.yml``, ``args.yml``,
+``env_kwargs.yml``, ``train_eval_metrics.zip``, ``results.json``, ``sparsity.json``, a
+``replay.mp4`` and a model card ``README.md`` with the SB3/zoo metadata and a sparsity
+section) and uploads it with ``huggingface_hub``. With ``--local-dir DIR``, or when
+``HF_HUB_OFFLINE=1``, it only writes the folder. It stands in for ``rl_zoo3.push_to_hub``,
+whose import fails with current ``huggingface_sb3`` releases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import shutil
+import sys
+import zipfile
+from copy import deepcopy
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from pprint import pformat
+from typing import Any
+
+import numpy as np
+import yaml
+
+# Networks a dense SB3 policy trains, by attribute name (sparse policies name theirs in the controller).
+DENSE_NETWORKS = ("critic", "actor", "q_net", "quantile_net")
+
+
+@dataclass
+class Packaged:
+    """What :func:`package` wrote.
+
+    :param folder: the repository folder.
+    :param repo_id: the Hub repository id the card refers to.
+    :param mean_reward: mean evaluation return.
+    :param std_reward: its standard deviation over the episodes.
+    :param video: path of ``replay.mp4``, or ``None``.
+    :param video_error: why no video was made (``None`` when one was).
+    """
+
+    folder: Path
+    repo_id: str
+    mean_reward: float
+    std_reward: float
+    video: Path | None
+    video_error: str | None
+
+
+def sparsity_report(model: Any) -> dict[str, Any]:
+    """Sparsity, parameter counts, FLOPs and sparse settings of a sparse (or dense baseline) SB3 model.
+
+    :param model: a loaded SB3 algorithm.
+    :return: :func:`sb3_sparse.summary` for ``model._n_updates`` updates, plus ``n_updates``,
+        ``settings`` (the sparse config), ``preset``, ``sparse_policy`` (``False`` for a dense
+        baseline) and ``inference_flops`` / ``dense_inference_flops`` (one action).
+    """
+    import sb3_sparse
+    from sb3_sparse.summary import network_summary, update_periods
+
+    n_updates = int(model._n_updates)
+    policy = model.policy
+    if hasattr(policy, "sparse_controller"):
+        report = sb3_sparse.summary(model, n_updates=n_updates)
+        report.update(settings=asdict(policy.sparse_config), preset=policy._sparse_kwargs.get("preset"), sparse_policy=True)
+    else:  # dense baseline: the same accounting with every weight active
+        networks = {name: network_summary(getattr(policy, name)) for name in DENSE_NETWORKS if hasattr(policy, name)}
+        report = {key: sum(n[key] for n in networks.values()) for key in ("active_weights", "dense_weights")}
+        periods = update_periods(model)
+        per_update = sum(model.batch_size * 3 * n["dense_forward_flops"] / periods.get(k, 1) for k, n in networks.items())
+        report.update(sparsity=0.0, networks=networks, method="dense", topology_updates=0, updates_since_topology_change=0)
+        report.update(train_flops=per_update * n_updates, dense_train_flops=per_update * n_updates)
+        report.update(settings={}, preset=None, sparse_policy=False)
+    acting = report["networks"].get("actor") or next(iter(report["networks"].values()))
+    report["inference_flops"] = acting["forward_flops"]
+    report["dense_inference_flops"] = acting["dense_forward_flops"]
+    report["n_updates"] = n_updates
+    return report
+
+
+def _ratio(value: float, dense: float) -> str:
+    return f"{value / dense:.3f}x" if dense else "n/a"
+
+
+def sparsity_section(report: dict[str, Any]) -> str:
+    """The model card's sparsity section (Markdown).
+
+    :param report: :func:`sparsity_report`.
+    :return: the section, starting with its ``## Sparsity`` heading.
+    """
+    method = report["method"] + (f" (preset `{report['preset']}`)" if report.get("preset") else "")
+    age = report["updates_since_topology_change"]
+    lines = [
+        "## Sparsity",
+        "",
+        "Trained with sb3-sparse (dynamic sparse training for Stable-Baselines3)."
+        if report["sparse_policy"]
+        else "A dense baseline trained with the same settings as its sparse counterparts (sb3-sparse's rl-zoo3 files).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| method | {method} |",
+        f"| global sparsity (weights, biases excluded) | {report['sparsity']:.4f} |",
+        f"| active / dense weights | {report['active_weights']:,} / {report['dense_weights']:,} |",
+        f"| inference FLOPs per action | {report['inference_flops']:,} "
+        f"({_ratio(report['inference_flops'], report['dense_inference_flops'])} dense "
+        f"{report['dense_inference_flops']:,}) |",
+        f"| training FLOPs ({report['n_updates']:,} gradient updates) | {report['train_flops']:.3e} "
+        f"({_ratio(report['train_flops'], report['dense_train_flops'])} dense {report['dense_train_flops']:.3e}) |",
+        f"| topology updates | {report['topology_updates']:,} |",
+        f"| topology age | {age:,} gradient updates since the last change (or since initialisation) |",
+        "",
+        "FLOPs follow Evci et al. (2020) as used by Sokar et al. (2022): an update costs 3x a forward pass,",
+        "2 FLOPs per active weight per sample, target forwards not counted.",
+        "",
+        "### Per network and layer",
+        "",
+        "| network | layer | sparsity | active / dense weights |",
+        "|---|---|---|---|",
+    ]
+    for name, net in report["networks"].items():
+        lines.append(f"| **{name}** | (all) | {net['sparsity']:.4f} | {net['active_weights']:,} / {net['dense_weights']:,} |")
+        for layer_name, layer in net["layers"].items():
+            counts = f"{layer['active_weights']:,} / {layer['dense_weights']:,}"
+            lines.append(f"| {name} | `{layer_name}` | {layer['sparsity']:.4f} | {counts} |")
+    if report["settings"]:
+        lines += ["", "### Sparse training settings", "", "| setting | value |", "|---|---|"]
+        lines += [f"| `{key}` | `{value!r}` |" for key, value in report["settings"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def model_card(
+    *,
+    algo: str,
+    algo_class_name: str,
+    env_id: str,
+    repo_id: str,
+    model_filename: str,
+    mean_reward: float,
+    std_reward: float,
+    report: dict[str, Any],
+    hyperparams: dict[str, Any],
+    env_kwargs: dict[str, Any],
+    install: str,
+    train_command: str | None = None,
+    repo_name_is_default: bool = True,
+) -> Any:
+    """Build the model card: the SB3/zoo metadata, the sparsity section and the usage lines.
+
+    :param algo: the zoo's algorithm name (``"td3"``).
+    :param algo_class_name: the algorithm class name (``"TD3"``).
+    :param env_id: the environment id.
+    :param repo_id: ``"organization/name"`` of the Hub repository.
+    :param model_filename: the model zip's name in the repository.
+    :param mean_reward: mean evaluation return.
+    :param std_reward: its standard deviation.
+    :param report: :func:`sparsity_report`.
+    :param hyperparams: the run's hyperparameters (``config.yml``).
+    :param env_kwargs: the environment's keyword arguments.
+    :param install: the pip requirement of the plugin shown in the card.
+    :param train_command: the command that trained the agent, if known.
+    :param repo_name_is_default: whether the repository name is the zoo's default ``algo-env``.
+    :return: a ``huggingface_hub.ModelCard``.
+    """
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    organization = repo_id.split("/")[0]
+    tags = [env_id, "deep-reinforcement-learning", "reinforcement-learning", "stable-baselines3", "sb3-sparse"]
+    tags += ["sparse-training", report["method"]] if report["sparse_policy"] else ["dense-baseline"]
+    if report.get("preset") and report["preset"] not in tags:
+        tags.append(report["preset"])
+    data = ModelCardData(
+        library_name="stable-baselines3",
+        tags=tags,
+        model_name=algo_class_name,
+        eval_results=[
+            EvalResult(
+                task_type="reinforcement-learning",
+                task_name="reinforcement-learning",
+                dataset_type=env_id,
+                dataset_name=env_id,
+                metric_type="mean_reward",
+                metric_name="mean_reward",
+                metric_value=f"{mean_reward:.2f} +/- {std_reward:.2f}",
+            )
+        ],
+    )
+    sparse = f"{report['sparsity']:.0%}-sparse " if report["sparse_policy"] else "dense "
+    name_flag = "" if repo_name_is_default else f" -name {repo_id.split('/')[1]}"
+    body = f"""
+# **{algo_class_name}** agent ({sparse}{report["method"]}) playing **{env_id}**
+
+This is a trained model of a **{algo_class_name}** agent playing **{env_id}** using the
+[stable-baselines3 library](https://github.com/DLR-RM/stable-baselines3), the
+[RL Zoo](https://github.com/DLR-RM/rl-baselines3-zoo) and the sb3-sparse plugin.
+Its networks are {report["sparsity"]:.1%} sparse: {report["active_weights"]:,} of {report["dense_weights"]:,} weights.
+
+Mean evaluation return: **{mean_reward:.2f} +/- {std_reward:.2f}**.
+
+{sparsity_section(report)}
+## Usage
+
+Install the plugin (loading the agent needs its policy classes):
+
+```bash
+pip install "{install}" huggingface_sb3
+```
+
+Load the agent in Python:
+
+```python
+from huggingface_sb3 import load_from_hub
+from stable_baselines3 import {algo_class_name}
+
+import sb3_sparse  # noqa: F401  (the sparse policies)
+
+checkpoint = load_from_hub(repo_id="{repo_id}", filename="{model_filename}")
+model = {algo_class_name}.load(checkpoint)
+print(sb3_sparse.summary(model)["sparsity"])
+```
+
+Or with the RL Zoo:
+
+```bash
+pip install "{install}" rl_zoo3
+python -m rl_zoo3.load_from_hub --algo {algo} --env {env_id} -orga {organization}{name_flag} -f logs/
+python -m rl_zoo3.enjoy --algo {algo} --env {env_id} -f logs/
+python -m sb3_sparse info logs/{algo}/{env_id}_1/{env_id}.zip
+```
+
+## Training (with the RL Zoo)
+
+```bash
+{train_command or f"python -m rl_zoo3.train --algo {algo} --env {env_id} -f logs/"}
+# Continue training: add -i logs/{algo}/{env_id}_1/{env_id}.zip
+python -m sb3_sparse.hub --algo {algo} --env {env_id} -f logs/ -orga {organization}
+```
+
+## Hyperparameters
+
+```python
+{pformat(dict(hyperparams))}
+```
+"""
+    if env_kwargs:
+        body += f"""
+## Environment arguments
+
+```python
+{pformat(env_kwargs)}
+```
+"""
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def record_video(model: Any, env: Any, path: Path, length: int, deterministic: bool) -> None:
+    """Write ``length`` steps of the agent acting in ``env`` (rendering ``rgb_array``) to an MP4 file.
+
+    :param model: the agent.
+    :param env: a ``VecEnv`` whose environments render ``rgb_array`` frames.
+    :param path: the MP4 file to write.
+    :param length: number of steps.
+    :param deterministic: deterministic actions.
+    :raises RuntimeError: when the environment renders no frames.
+    """
+    import imageio.v2 as imageio
+
+    fps = int(env.get_attr("metadata", 0)[0].get("render_fps") or 30)
+    obs = env.reset()
+    frames = []
+    state, episode_start = None, np.ones((env.num_envs,), dtype=bool)
+    for _ in range(length):
+        frame = env.render()
+        if frame is None:
+            raise RuntimeError("the environment rendered no frame (render_mode rgb_array unsupported?)")
+        frames.append(np.asarray(frame))
+        action, state = model.predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
+        obs, _, episode_start, _ = env.step(action)
+    imageio.mimwrite(path, frames, fps=fps, codec="libx264", macro_block_size=2, quality=7)
+
+
+def _train_command(path: Path) -> str | None:
+    """The zoo's ``command.txt`` with the interpreter's path shortened to ``python``."""
+    if not path.is_file():
+        return None
+    words = path.read_text().split()
+    if words and Path(words[0]).name.startswith("python"):
+        words[0] = "python"
+    return " ".join(words)
+
+
+def _evaluate(model: Any, env: Any, n_episodes: int, deterministic: bool, folder: Path) -> tuple[float, float]:
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    mean, std = evaluate_policy(model, env, n_eval_episodes=n_episodes, deterministic=deterministic)
+    results = {
+        "mean_reward": float(mean),
+        "std_reward": float(std),
+        "is_deterministic": deterministic,
+        "n_eval_episodes": n_episodes,
+        "eval_datetime": datetime.datetime.now().isoformat(),
+    }
+    (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return float(mean), float(std)
+
+
+def package(
+    *,
+    algo: str,
+    env_id: str,
+    folder: str,
+    organization: str,
+    out_dir: Path,
+    exp_id: int = 0,
+    repo_name: str | None = None,
+    load_best: bool = False,
+    load_checkpoint: int | None = None,
+    load_last_checkpoint: bool = False,
+    n_eval_episodes: int = 10,
+    video_length: int = 1000,
+    video: bool = True,
+    deterministic: bool | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    env_kwargs: dict[str, Any] | None = None,
+    install: str | None = None,
+) -> Packaged:
+    """Write a Hub model repository folder for a trained zoo run.
+
+    :param algo: the zoo's algorithm name (``"td3"``, ``"sac"``, ``"dqn"``, ...).
+    :param env_id: the environment id.
+    :param folder: the zoo's log folder (``-f``).
+    :param organization: the Hub organization or user.
+    :param out_dir: the repository folder to write (created; existing files are overwritten).
+    :param exp_id: the run id (0: the latest).
+    :param repo_name: the repository name (default: the zoo's ``{algo}-{env}``).
+    :param load_best: package ``best_model.zip`` instead of the final model.
+    :param load_checkpoint: package the checkpoint of this many steps.
+    :param load_last_checkpoint: package the last checkpoint.
+    :param n_eval_episodes: evaluation episodes for the card's mean reward.
+    :param video_length: steps in ``replay.mp4``.
+    :param video: make ``replay.mp4``.
+    :param deterministic: deterministic actions (default: yes, except on Atari and MiniGrid).
+    :param seed: seed of the evaluation and video environments.
+    :param device: torch device to load the model on.
+    :param env_kwargs: extra environment keyword arguments.
+    :param install: the pip requirement shown in the card (default: this version of sb3-sparse).
+    :return: what was written.
+    """
+    from huggingface_sb3 import EnvironmentName, ModelName
+    from rl_zoo3.exp_manager import ExperimentManager
+    from rl_zoo3.utils import ALGOS, create_test_env, get_model_path, get_saved_hyperparams
+
+    import sb3_sparse
+
+    env_name = EnvironmentName(env_id)
+    _, model_path, log_path = get_model_path(exp_id, folder, algo, env_name, load_best, load_checkpoint, load_last_checkpoint)
+    print(f"Packaging {model_path}")
+    stats_path = os.path.join(log_path, env_name)
+    hyperparams, maybe_stats_path = get_saved_hyperparams(stats_path, test_mode=True)
+    saved_env_kwargs: dict[str, Any] = {}
+    args_path = Path(stats_path) / "args.yml"
+    if args_path.is_file():
+        saved_args = yaml.load(args_path.read_text(), Loader=yaml.UnsafeLoader)
+        saved_env_kwargs = saved_args.get("env_kwargs") or {}
+    saved_env_kwargs.update(env_kwargs or {})
+    if deterministic is None:
+        deterministic = not (ExperimentManager.is_atari(env_id) or ExperimentManager.is_minigrid(env_id))
+
+    def make_env(render: bool) -> Any:
+        kwargs = dict(saved_env_kwargs, **({"render_mode": "rgb_array"} if render else {}))
+        return create_test_env(
+            env_name.gym_id,
+            n_envs=1,
+            stats_path=maybe_stats_path,
+            seed=seed,
+            log_dir=None,
+            should_render=False,
+            hyperparams=deepcopy(hyperparams),
+            env_kwargs=kwargs,
+        )
+
+    eval_env = make_env(render=False)
+    load_kwargs: dict[str, Any] = {"buffer_size": 1}
+    if "optimize_memory_usage" in hyperparams:
+        load_kwargs["optimize_memory_usage"] = False
+    algo_class = ALGOS[algo]
+    model = algo_class.load(model_path, env=eval_env, device=device, **load_kwargs)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_name = ModelName(algo, env_name)
+    repo_id = f"{organization}/{repo_name or model_name}"
+    # The zoo's files, so that `rl_zoo3.load_from_hub` restores a run folder from the repository.
+    shutil.copy(model_path, out_dir / model_name.filename)  # the saved model as trained (full settings)
+    with zipfile.ZipFile(model_path) as archive:
+        archive.extractall(out_dir / model_name)
+    shutil.copy(Path(stats_path) / "config.yml", out_dir / "config.yml")
+    if args_path.is_file():
+        shutil.copy(args_path, out_dir / "args.yml")
+    (out_dir / "env_kwargs.yml").write_text(yaml.dump(saved_env_kwargs))
+    normalize = Path(stats_path) / "vecnormalize.pkl"
+    if normalize.is_file():
+        shutil.copy(normalize, out_dir / "vec_normalize.pkl")
+    with zipfile.ZipFile(out_dir / "train_eval_metrics.zip", "w") as archive:
+        if os.path.isfile(os.path.join(log_path, "evaluations.npz")):
+            archive.write(os.path.join(log_path, "evaluations.npz"), arcname="evaluations.npz")
+        for monitor_file in glob.glob(os.path.join(log_path, "*.csv")):
+            archive.write(monitor_file, arcname=os.path.basename(monitor_file))
+    gitattributes = out_dir / ".gitattributes"
+    if "*.mp4" not in (gitattributes.read_text() if gitattributes.is_file() else ""):
+        with gitattributes.open("a") as f:
+            f.write("*.mp4 filter=lfs diff=lfs merge=lfs -text\n")
+
+    mean_reward, std_reward = _evaluate(model, eval_env, n_eval_episodes, deterministic, out_dir)
+    print(f"Mean reward: {mean_reward:.2f} +/- {std_reward:.2f} over {n_eval_episodes} episodes")
+    report = sparsity_report(model)
+    (out_dir / "sparsity.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+
+    video_path: Path | None = None
+    video_error: str | None = "not requested (--no-render)"
+    if video:
+        video_path = out_dir / "replay.mp4"
+        try:
+            video_env = make_env(render=True)
+            try:
+                record_video(model, video_env, video_path, video_length, deterministic)
+            finally:
+                video_env.close()
+            video_error = None
+        except Exception as error:  # rendering needs a display-less backend (MUJOCO_GL=egl/osmesa), pygame, ffmpeg
+            video_error = f"{type(error).__name__}: {error}"
+            video_path.unlink(missing_ok=True)
+            video_path = None
+            print(f"No replay video: {video_error}. The repository folder is written without it.")
+
+    command_file = Path(stats_path) / "command.txt"
+    card = model_card(
+        algo=algo,
+        algo_class_name=algo_class.__name__,
+        env_id=env_name.gym_id,
+        repo_id=repo_id,
+        model_filename=model_name.filename,
+        mean_reward=mean_reward,
+        std_reward=std_reward,
+        report=report,
+        hyperparams=hyperparams,
+        env_kwargs=saved_env_kwargs,
+        install=install or f"sb3-sparse=={sb3_sparse.__version__}",
+        train_command=_train_command(command_file),
+        repo_name_is_default=repo_name is None or repo_name == str(model_name),
+    )
+    card.save(out_dir / "README.md")
+    eval_env.close()
+    return Packaged(out_dir, repo_id, mean_reward, std_reward, video_path, video_error)
+
+
+def upload(folder: Path, repo_id: str, commit_message: str, private: bool = False) -> str:
+    """Create the Hub repository if needed and upload the folder (token from ``hf auth login`` / ``HF_TOKEN``).
+
+    :param folder: the repository folder.
+    :param repo_id: ``"organization/name"``.
+    :param commit_message: the commit message.
+    :param private: create the repository as private.
+    :return: the repository's URL.
+    """
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    url = api.create_repo(repo_id=repo_id, private=private, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
+    return str(url)
+
+
+class _StoreDict(argparse.Action):
+    """``key:value`` pairs, values evaluated as Python (as rl-zoo3's ``--env-kwargs``)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string=None):
+        setattr(namespace, self.dest, {v.split(":", 1)[0]: eval(v.split(":", 1)[1]) for v in values})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point (``python -m sb3_sparse.hub --help``).
+
+    :param argv: arguments (default: ``sys.argv[1:]``).
+    :return: the exit status.
+    """
+    parser = argparse.ArgumentParser(prog="python -m sb3_sparse.hub", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--algo", required=True, help="RL algorithm (the zoo's name: td3, sac, dqn, ...)")
+    parser.add_argument("--env", required=True, help="environment id")
+    parser.add_argument("-f", "--folder", required=True, help="the zoo's log folder")
+    parser.add_argument("--exp-id", type=int, default=0, help="experiment id (default: 0, the latest)")
+    parser.add_argument("-orga", "--organization", required=True, help="Hugging Face Hub organization or user")
+    parser.add_argument("-name", "--repo-name", help="repository name (default: the zoo's '{algo}-{env}')")
+    parser.add_argument("--local-dir", type=Path, help="write the repository folder here and upload nothing")
+    parser.add_argument("-m", "--commit-message", default="Upload sparse agent (sb3-sparse)", help="commit message")
+    parser.add_argument("-n", "--n-timesteps", type=int, default=1000, help="steps in the replay video")
+    parser.add_argument("--n-eval-episodes", type=int, default=10, help="evaluation episodes for the card's mean reward")
+    parser.add_argument("--no-render", action="store_true", help="make no replay video")
+    parser.add_argument("--deterministic", action="store_true", help="deterministic actions (default except Atari)")
+    parser.add_argument("--stochastic", action="store_true", help="stochastic actions")
+    parser.add_argument("--load-best", action="store_true", help="package best_model.zip instead of the final model")
+    parser.add_argument("--load-checkpoint", type=int, help="package the checkpoint of this many steps")
+    parser.add_argument("--load-last-checkpoint", action="store_true", help="package the last checkpoint")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation and video environments")
+    parser.add_argument("--device", default="auto", help="torch device")
+    parser.add_argument("--num-threads", type=int, default=-1, help="torch threads (-1: default)")
+    parser.add_argument("--env-kwargs", nargs="+", action=_StoreDict, help="extra environment arguments, key:value")
+    parser.add_argument("--install", help="pip requirement of the plugin shown in the card (default: sb3-sparse==VERSION)")
+    parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    args = parser.parse_args(argv)
+
+    import torch
+    from huggingface_hub import constants
+
+    if args.num_threads > 0:
+        torch.set_num_threads(args.num_threads)
+    deterministic = True if args.deterministic else (False if args.stochastic else None)
+    repo_name = args.repo_name or f"{args.algo}-{args.env.replace('/', '-')}"
+    out_dir = args.local_dir if args.local_dir is not None else Path("hub") / repo_name
+    result = package(
+        algo=args.algo,
+        env_id=args.env,
+        folder=args.folder,
+        organization=args.organization,
+        out_dir=out_dir,
+        exp_id=args.exp_id,
+        repo_name=args.repo_name,
+        load_best=args.load_best,
+        load_checkpoint=args.load_checkpoint,
+        load_last_checkpoint=args.load_last_checkpoint,
+        n_eval_episodes=args.n_eval_episodes,
+        video_length=args.n_timesteps,
+        video=not args.no_render,
+        deterministic=deterministic,
+        seed=args.seed,
+        device=args.device,
+        env_kwargs=args.env_kwargs,
+        install=args.install,
+    )
+    print(f"Wrote the repository folder {result.folder} for {result.repo_id}")
+    if args.local_dir is not None:
+        print("--local-dir given: nothing uploaded")
+        return 0
+    if constants.HF_HUB_OFFLINE:
+        print("HF_HUB_OFFLINE is set: nothing uploaded")
+        return 0
+    try:
+        url = upload(result.folder, result.repo_id, args.commit_message, private=args.private)
+    except Exception as error:  # network, authentication, permissions
+        print(f"Upload to {result.repo_id} failed ({type(error).__name__}: {error}); the folder is kept at {result.folder}")
+        return 1
+    print(f"Uploaded: {url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
