@@ -42,7 +42,11 @@ def info(path: str) -> None:
 
     data, _, _ = load_from_zip_file(path, load_data=True)
     algo = algorithm_of(data)
-    model = algo.load(path, device="cpu")
+    # A one-transition replay buffer: inspecting needs none (an Atari buffer would take gigabytes).
+    overrides = {"buffer_size": 1} if "buffer_size" in data else {}
+    if data.get("optimize_memory_usage"):
+        overrides["optimize_memory_usage"] = False
+    model = algo.load(path, device="cpu", **overrides)
     summary = sb3_sparse.summary(model, n_updates=model._n_updates)
     summary["n_updates"] = model._n_updates
     print(f"{path}: {algo.__name__} with {type(model.policy).__name__}, {model._n_updates:,} gradient updates")

@@ -37,9 +37,9 @@ def algorithm_of(data: dict[str, Any]) -> type[BaseAlgorithm]:
         raise TypeError(f"not a sparse model: policy {getattr(policy_class, '__name__', policy_class)}")
     matches = [algo for algo in known_algorithms() if policy_class in algo.policy_aliases.values()]
     if TD3 in matches or DDPG in matches:  # TD3 and DDPG share their alias table
-        if "policy_delay" in data and data.get("target_policy_noise") is not None:
-            return DDPG if data.get("policy_delay") == 1 and data.get("target_policy_noise") == 0.0 else TD3
-        return TD3
+        # SB3's DDPG is TD3 with one critic, no policy delay and target noise clipped to 0.
+        ddpg = (data.get("policy_delay"), data.get("target_noise_clip"), (data.get("policy_kwargs") or {}).get("n_critics"))
+        return DDPG if ddpg == (1, 0.0, 1) else TD3
     if matches:
         return matches[0]
     return ALGORITHMS[family]

@@ -203,3 +203,19 @@ def test_the_folder_is_written_when_no_video_can_be_made(zoo_run, tmp_path, monk
     assert hub.main([*args, "--local-dir", str(tmp_path / "repo")]) == 0
     assert "No replay video: RuntimeError: no OpenGL context" in capsys.readouterr().out
     assert (tmp_path / "repo" / "README.md").is_file() and not (tmp_path / "repo" / "replay.mp4").exists()
+
+
+@pytest.mark.parametrize("name", ["TD3", "DDPG", "SAC", "DQN", "QRDQN", "TQC", "CrossQ"])
+def test_algorithm_of_a_saved_sparse_model(name, tmp_path):
+    """`python -m sb3_sparse info` and the Hub packaging find the algorithm from the saved policy class."""
+    import sb3_contrib
+    import stable_baselines3
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    from sb3_sparse.hub_utils import algorithm_of, zoo_name
+
+    algo = getattr(stable_baselines3, name, None) or getattr(sb3_contrib, name)
+    env = "CartPole-v1" if name in ("DQN", "QRDQN") else "Pendulum-v1"
+    algo("SparseMlpPolicy", env, policy_kwargs=dict(net_arch=[32, 32]), buffer_size=10).save(tmp_path / "model")
+    data, _, _ = load_from_zip_file(tmp_path / "model.zip")
+    assert algorithm_of(data) is algo and zoo_name(algo) == name.lower()

@@ -24,6 +24,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from torch import nn
 
 import sb3_sparse
+from sb3_sparse.__main__ import info
 from sb3_sparse.targets import GlobalTargetUpdateInterval
 from sb3_sparse.zoo import merge_policy_kwargs
 
@@ -335,7 +336,7 @@ def test_sac_with_the_alias_and_hard_target_updates(tmp_path):
     assert all(torch.equal(online[k], v) for k, v in model.critic_target.named_parameters())
 
 
-def test_dqn_rigl_on_cartpole(tmp_path):
+def test_dqn_rigl_on_cartpole(tmp_path, capsys):
     out = train(
         tmp_path, "dqn", "CartPole-v1", HYPERPARAMS / "rigl_dqn.yml", "-n", "1300", "--eval-freq", "-1", "-f", "logs",
         "--hyperparams", "learning_starts:200",
@@ -346,6 +347,9 @@ def test_dqn_rigl_on_cartpole(tmp_path):
     assert model._n_updates == 6 * 128
     assert sb3_sparse.summary(model)["sparsity"] == pytest.approx(0.9, abs=0.001)
     assert "| sparse/" in out and "q_net/sparsity" in out  # the file's SparseTrainingCallback logged
+    info(str(tmp_path / "logs" / "dqn" / "CartPole-v1_1" / "CartPole-v1.zip"))
+    printed = capsys.readouterr().out
+    assert "DQN with SparseDQNPolicy, 768 gradient updates" in printed and "method: rigl" in printed
 
 
 # -- hyperparameter optimization ----------------------------------------------------------------------
