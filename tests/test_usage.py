@@ -104,3 +104,22 @@ def test_drop_fraction_cosine_and_end_fraction_freeze_topology():
     # updates happen every 5 gradient updates until half of the 300 steps, then the topology freezes
     assert 0 < controller.n_topology_updates <= (150 - 20) // 5 + 1
     assert controller.n_topology_updates < model._n_updates // 5
+
+
+def test_works_without_sb3_contrib():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['sb3_contrib'] = None\n"
+        "import sb3_sparse\n"
+        "from stable_baselines3 import DQN, TD3\n"
+        "assert sb3_sparse.contrib is None\n"
+        "m = TD3('SparseMlpPolicy', 'Pendulum-v1', learning_starts=10, policy_kwargs=dict(net_arch=[16, 16]))\n"
+        "m.learn(30, callback=sb3_sparse.SparseTrainingCallback())\n"
+        "DQN('SparseMlpPolicy', 'CartPole-v1', policy_kwargs=dict(net_arch=[16, 16]))\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")
