@@ -14,13 +14,13 @@ from typing import Any
 
 from torch import nn
 
-from .core.layers import MaskedLayerMixin
+from .core.layers import MaskedLayerMixin, active_count
 from .core.sparsify import WEIGHTED
 
 
 def _layer_entry(layer: nn.Module) -> dict[str, Any]:
     dense = layer.weight.numel()
-    active = int(layer.weight_mask.sum().item()) if isinstance(layer, MaskedLayerMixin) else dense
+    active = active_count(layer) if isinstance(layer, MaskedLayerMixin) else dense
     positions = getattr(layer, "output_positions", 1)
     return {
         "active_weights": active,

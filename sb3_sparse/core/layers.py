@@ -100,9 +100,3 @@ def sparse_layers(module: nn.Module) -> list[tuple[str, MaskedLayerMixin]]:
 def active_count(layer: MaskedLayerMixin) -> int:
     """Number of connections that exist in ``layer``."""
     return int(layer.weight_mask.sum().item())
-
-
-def fan_in_out(weight_shape: torch.Size | tuple[int, ...]) -> tuple[int, int, tuple[int, ...]]:
-    """``(n_in, n_out, kernel)`` of a Linear (out, in) or Conv2d (out, in, kh, kw) weight."""
-    n_out, n_in, *kernel = weight_shape
-    return n_in, n_out, tuple(kernel)
