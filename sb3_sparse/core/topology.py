@@ -91,24 +91,22 @@ def prune_to_count_(target: MaskedLayerMixin, online: MaskedLayerMixin, index: T
     if threshold.item() == 0:
         return  # no online-only connection has reached the target yet
     support_values = w.index_select(0, index.support).abs()
-    if threshold < support_values.min():  # every online-only entry is smaller: drop them all
+    low = (support_values <= threshold).nonzero().squeeze(1)  # positions in index.support
+    if low.numel() == 0:  # every online-only entry is smaller than the whole support
         w.index_fill_(0, index.newcomers, 0.0)
         return
-    low = (support_values <= threshold).nonzero().squeeze(1)  # positions in index.support
-    n_low = low.numel()
-    values = torch.cat([support_values.index_select(0, low), newcomer_values])
-    dropped = torch.topk(values, index.newcomers.numel(), largest=False, sorted=False).indices
-    keep = torch.ones_like(values).index_fill_(0, dropped, 0.0)
-    leaving_at = low.index_select(0, (keep[:n_low] == 0).nonzero().squeeze(1))
-    leaving = index.support.index_select(0, leaving_at)
-    entering = index.newcomers.index_select(0, keep[n_low:].nonzero().squeeze(1))
-    staying_out = index.newcomers.index_select(0, (keep[n_low:] == 0).nonzero().squeeze(1))
-    index.support.index_copy_(0, leaving_at, entering)
-    own = target.weight_mask.view(-1)
-    own.index_fill_(0, leaving, 0.0).index_fill_(0, entering, 1.0)
-    w.index_fill_(0, leaving, 0.0).index_fill_(0, staying_out, 0.0)
-    returning = leaving.index_select(0, online.weight_mask.view(-1).index_select(0, leaving).nonzero().squeeze(1))
-    index.newcomers = torch.cat([staying_out, returning])
+    # Rank the competing support entries with the newcomers; the |N| smallest go.
+    candidates = torch.cat([index.support.index_select(0, low), index.newcomers])
+    order = torch.cat([support_values.index_select(0, low), newcomer_values]).argsort()
+    n_out = index.newcomers.numel()
+    gone = candidates.index_select(0, order[:n_out])
+    kept = candidates.index_select(0, order[n_out:])  # as many as the competing support entries
+    index.support.index_copy_(0, low, kept)
+    target.weight_mask.view(-1).index_fill_(0, gone, 0.0).index_fill_(0, kept, 1.0)
+    w.index_fill_(0, gone, 0.0)
+    # M \ S' lies among the positions that went: keep those the online network has.
+    online_has = online.weight_mask.view(-1).index_select(0, gone)
+    index.newcomers = gone.index_select(0, online_has.nonzero().squeeze(1))
 
 
 @torch.no_grad()
