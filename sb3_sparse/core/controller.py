@@ -29,6 +29,8 @@ from .topology import (
     random_scores,
 )
 
+FLOOR_RENEWAL = 100  # gradient updates between renewals of the second-moment floor (DS, static)
+
 MISSING_DRIVER = (
     "sb3_sparse: method={method!r} evolves the topology only when training runs with "
     "sb3_sparse.SparseTrainingCallback (model.learn(..., callback=SparseTrainingCallback())). "
@@ -161,8 +163,10 @@ class SparseController(nn.Module):
     @torch.no_grad()
     def _after_step(self, net: SparseNetwork) -> None:
         self._release_sqrt_guard(net)
-        if not self.config.mask_optimizer_moments:
-            # Stale moments move absent weights; with masked moments the update there is exactly 0.
+        if not self.config.mask_optimizer_moments and self.config.method != "static":
+            # Stale moments of dropped connections move absent weights. With masked moments, or
+            # in a static topology (absent connections never had a gradient, so their moments
+            # are 0), the update there is exactly 0.
             torch._foreach_mul_(net.weights(), net.masks())
         if self._due(net):
             self._update_topology(net)
@@ -178,8 +182,14 @@ class SparseController(nn.Module):
         second moment above ~1e-23 bit-unchanged (it is below half an ulp) and keeps
         never-used positions at a normal float instead of 0 or a denormal.
         """
-        seconds, addends, masks = [], [], []
         exact = self.config.mask_optimizer_moments
+        if not exact and self.clock % FLOOR_RENEWAL:
+            # The floor decays by beta2 per step (0.999**100 = 0.9), so renewing it every
+            # FLOOR_RENEWAL updates keeps it a normal float. Tied to the saved clock, so a loaded
+            # model renews on the same updates; a network stepping every d updates (TD3's actor)
+            # renews every lcm(d, FLOOR_RENEWAL) updates, i.e. at most every FLOOR_RENEWAL own steps.
+            return ([], [])
+        seconds, addends, masks = [], [], []
         for layer, addend in zip(net.layers, net.guard_addends(exact), strict=True):
             state = net.optimizer.state.get(layer.weight) if net.optimizer is not None else None
             for key in SQRT_STATE_KEYS if state else ():
