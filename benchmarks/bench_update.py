@@ -3,7 +3,7 @@
     python benchmarks/bench_update.py --env HalfCheetah-v5 --updates 3000
 
 Every variant trains on a copy of the same replay buffer. Rounds of ``--chunk`` updates
-alternate between variants so that machine noise hits them alike; the report gives the
+alternate between variants, in a rotating order, so that machine noise hits them alike; the report gives the
 median time per update and its ratio to stock SB3 TD3 (Adam, as SB3 builds it). Topology
 updates (every 1000 updates, as in the papers) and target pruning fall inside the timed
 updates. With ``--fused`` each variant also runs with PyTorch's fused Adam.
@@ -63,8 +63,11 @@ def main() -> None:
     for model in models.values():
         model.train(gradient_steps=20, batch_size=100)  # warm-up
     times: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(args.updates // args.chunk):
-        for name, model in models.items():
+    names = list(models)
+    for round_ in range(args.updates // args.chunk):
+        # Rotate the order every round so that no variant always runs first (or after the same one).
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            model = models[name]
             start = time.perf_counter()
             model.train(gradient_steps=args.chunk, batch_size=100)
             times[name].append((time.perf_counter() - start) / args.chunk)
