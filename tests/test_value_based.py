@@ -8,11 +8,11 @@ from invariants import InvariantProbe, check_online, check_target
 from sb3_contrib import QRDQN, TQC, CrossQ
 from stable_baselines3 import DDPG, DQN
 from stable_baselines3.common.env_util import make_atari_env
+from stable_baselines3.common.utils import polyak_update
 
 import sb3_sparse
 from sb3_sparse import SparseTrainingCallback
 from sb3_sparse.core import SparseConfig, SparseController
-from sb3_sparse.core.layers import to_masked
 from sb3_sparse.core.sparsify import sparsify_
 
 gym.register_envs(ale_py)
@@ -65,16 +65,18 @@ def test_invariants_every_algorithm_and_method(algo, method):
 def test_dqn_target_rule_holds_between_gradient_steps(algo):
     """Hard target copies happen during rollouts; the rule must hold before every target use."""
     model = make(algo, "set", target_sparsity="magnitude")
-    name = next(iter(model.policy.sparse_controller.networks))
-    model.learn(200, callback=SparseTrainingCallback())
     controller = model.policy.sparse_controller
-    target = controller.networks[name].target
+    name = next(iter(controller.networks))
+    probe = InvariantProbe(controller)  # checks the target before each of its forwards
+    model.learn(200, callback=SparseTrainingCallback())
+    probe.remove()
+    assert controller.n_topology_updates > 0 and probe.target_forwards > 100
+    # One more hard copy after the last topology update, as DQN's _on_step does, then a target use.
+    net = controller.networks[name]
+    polyak_update(net.online.parameters(), net.target.parameters(), 1.0)
     with torch.no_grad():
-        target(torch.zeros(1, 4))  # a target forward applies the rule to the last copy
+        net.target(torch.zeros(1, 4))
     check_target(controller, name)
-    model.policy.sparse_controller.networks[name].target.load_state_dict(
-        model.policy.sparse_controller.networks[name].target.state_dict()
-    )
 
 
 def test_bias_false_removes_sparse_layer_biases_everywhere():
@@ -149,11 +151,6 @@ def test_sparse_cnn_dqn_on_atari_smoke():
     assert info["sparsity"] == pytest.approx(0.9, abs=1e-3)
     assert convs["features_extractor.cnn.0"]["forward_flops"] == 2 * convs["features_extractor.cnn.0"]["active_weights"] * 400
     assert model.policy.sparse_controller.n_topology_updates > 0 and probe.steps > 200
-
-
-def test_conv_layers_get_masks_and_erk():
-    layer = to_masked(torch.nn.Conv2d(4, 8, 3))
-    assert layer.weight_mask.shape == layer.weight.shape
 
 
 def test_qrdqn_sparse_cnn_policy_on_atari_observations():
