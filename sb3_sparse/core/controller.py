@@ -1,7 +1,8 @@
 """Keeps networks sparse through training and evolves their topology on schedule.
 
-The controller hooks into each network's optimizer (pre-step: mask gradients and
-read RigL scores; post-step: re-mask weights and evolve when due) and into each
+The controller hooks into each network's optimizer (without moment masking, pre-step: mask
+gradients and read RigL scores; with it, post-step: mask weights and moments; post-step in
+both: evolve when due) and into each
 target network's forward (apply the target rule after a target update). It never
 calls into an RL library: the clock is the number of optimizer steps of one
 "clock" network, and training progress is handed in by whoever runs training.
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from .config import SparseConfig
-from .network import SQRT_STATE_KEYS, SparseNetwork, TargetWeight
+from .network import MOMENT_SAFE, SQRT_STATE_KEYS, SparseNetwork, TargetWeight
 from .schedules import cubic_sparsity_at, drop_fraction_at
 from .topology import (
     TargetSupport,
@@ -95,15 +96,25 @@ class SparseController(nn.Module):
             net.target_handle = target.register_forward_pre_hook(lambda module, args: self._refresh_target(net))
 
     def attach_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> None:
-        """Install the step hooks on ``optimizer`` (idempotent)."""
+        """Install the step hooks on ``optimizer`` (idempotent).
+
+        Only the hooks a method needs are installed, because each costs time on every step:
+        without moment masking a pre-step hook masks the gradients (and a post-step hook
+        evolves the topology, if the method does); with moment masking a post-step hook
+        masks weights and moments and evolves.
+        """
         net = self.networks[name]
         for handle in net.handles:
             handle.remove()
         net.optimizer = optimizer
-        net.handles = [
-            optimizer.register_step_pre_hook(lambda opt, args, kwargs: self._before_step(net)),
-            optimizer.register_step_post_hook(lambda opt, args, kwargs: self._after_step(net)),
-        ]
+        net.remask_weights = (
+            self.config.evolves and not self.config.mask_optimizer_moments and type(optimizer) not in MOMENT_SAFE
+        )
+        net.handles = []
+        if not self.config.mask_optimizer_moments:
+            net.handles.append(optimizer.register_step_pre_hook(lambda opt, args, kwargs: self._before_step(net)))
+        if self.config.mask_optimizer_moments or self.config.evolves or net.remask_weights:
+            net.handles.append(optimizer.register_step_post_hook(lambda opt, args, kwargs: self._after_step(net)))
 
     def detach(self) -> None:
         """Remove every hook (optimizer steps and target forwards); tests use it as a negative control."""
@@ -122,7 +133,7 @@ class SparseController(nn.Module):
             installed = opt is not None and all(
                 h.id in opt._optimizer_step_pre_hooks or h.id in opt._optimizer_step_post_hooks for h in net.handles
             )
-            if not installed or len(net.handles) != 2:
+            if not installed or not net.handles:
                 problems.append(f"{net.name}: optimizer step hooks")
             if net.target is not None and (
                 net.target_handle is None
@@ -147,8 +158,8 @@ class SparseController(nn.Module):
             return self.training_progress >= cfg.prune_start_fraction
         return self.training_progress <= cfg.end_fraction
 
-    @torch.no_grad()
     def _before_step(self, net: SparseNetwork) -> None:
+        """Without moment masking: mask the gradients, so absent connections get no update."""
         if net.clock:
             self.clock += 1
         grads = [w.grad for w in net.weights()]
@@ -158,55 +169,52 @@ class SparseController(nn.Module):
             # The dense gradient of this network's own loss, before it is masked.
             net.grad_scores = [gradient_scores(g) for g in grads]
         torch._foreach_mul_(grads, net.masks())
-        net.sqrt_guard = self._guard_sqrt_inputs(net)
+        if self.clock % FLOOR_RENEWAL == 0:
+            self._floor_second_moments(net)
 
-    @torch.no_grad()
     def _after_step(self, net: SparseNetwork) -> None:
-        self._release_sqrt_guard(net)
-        if not self.config.mask_optimizer_moments and self.config.method != "static":
-            # Stale moments of dropped connections move absent weights. With masked moments, or
-            # in a static topology (absent connections never had a gradient, so their moments
-            # are 0), the update there is exactly 0.
-            torch._foreach_mul_(net.weights(), net.masks())
+        if self.config.mask_optimizer_moments:
+            if net.clock:
+                self.clock += 1
+            grads = [w.grad for w in net.weights()]
+            if self.config.method == "rigl" and self._due(net) and all(g is not None for g in grads):
+                # Gradients are never masked in this mode: .grad is the dense gradient.
+                net.grad_scores = [gradient_scores(g) for g in grads]
+            # One fused multiply over weights and weight-shaped optimizer state, layer by layer
+            # so that each mask is read while it is still in cache.
+            tensors, masks = net.masked_state()
+            torch._foreach_mul_(tensors, masks)
+        elif net.remask_weights:
+            # An optimizer not known to leave a parameter alone when its gradient and first
+            # moment are 0 (see MOMENT_SAFE) may move absent weights: put them back to 0.
+            torch._foreach_mul_([w.detach() for w in net.weights()], net.masks())
         if self._due(net):
             self._update_topology(net)
 
-    def _guard_sqrt_inputs(self, net: SparseNetwork) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Keep Adam from taking ``sqrt(0)`` at absent connections.
+    def _floor_second_moments(self, net: SparseNetwork) -> None:
+        """Keep Adam from taking ``sqrt(0)`` at absent connections (moments unmasked).
 
         ``sqrt(0)`` is about 7x slower than ``sqrt`` of a normal number on the AVX2 CPUs
-        measured here (docs/benchmarks.md), and absent connections are where the second
-        moment is 0. Their first moment and gradient are 0, so the update there is 0 whatever
-        the denominator. With masked moments, 1 is added for this step and the post-step
-        mask restores the exact 0. Without, a floor of 1e-30 is added, which leaves any
-        second moment above ~1e-23 bit-unchanged (it is below half an ulp) and keeps
-        never-used positions at a normal float instead of 0 or a denormal.
+        measured here (docs/benchmarks.md), and absent connections that never had a gradient
+        have a second moment of 0. Their gradient and first moment are 0, so the update there
+        is 0 whatever the denominator. A floor of 1e-30 leaves any second moment above ~1e-23
+        bit-unchanged (it is below half an ulp) and keeps never-used positions at a normal
+        float. It decays by beta2 per step (0.999**100 = 0.9), so it is renewed every
+        FLOOR_RENEWAL updates. Tied to the saved clock, so a loaded model renews on the same
+        updates; a network stepping every d updates (TD3's actor) renews every
+        lcm(d, FLOOR_RENEWAL) updates, i.e. at most every FLOOR_RENEWAL own steps.
+        (With moment masking the gradient is not masked, so the second moment is not 0 during
+        the step and the post-step mask restores the exact 0.)
         """
-        exact = self.config.mask_optimizer_moments
-        if not exact and self.clock % FLOOR_RENEWAL:
-            # The floor decays by beta2 per step (0.999**100 = 0.9), so renewing it every
-            # FLOOR_RENEWAL updates keeps it a normal float. Tied to the saved clock, so a loaded
-            # model renews on the same updates; a network stepping every d updates (TD3's actor)
-            # renews every lcm(d, FLOOR_RENEWAL) updates, i.e. at most every FLOOR_RENEWAL own steps.
-            return ([], [])
-        seconds, addends, masks = [], [], []
-        for layer, addend in zip(net.layers, net.guard_addends(exact), strict=True):
+        seconds, floors = [], []
+        for layer, floor in zip(net.layers, net.absent_floors(), strict=True):
             state = net.optimizer.state.get(layer.weight) if net.optimizer is not None else None
             for key in SQRT_STATE_KEYS if state else ():
                 if key in state:
                     seconds.append(state[key])
-                    addends.append(addend)
-                    masks.append(layer.weight_mask)
+                    floors.append(floor)
         if seconds:
-            torch._foreach_add_(seconds, addends)
-        return (seconds, masks) if exact else ([], [])
-
-    @staticmethod
-    def _release_sqrt_guard(net: SparseNetwork) -> None:
-        seconds, masks = net.sqrt_guard
-        if seconds:
-            torch._foreach_mul_(seconds, masks)
-        net.sqrt_guard = ([], [])
+            torch._foreach_add_(seconds, floors)
 
     @torch.no_grad()
     def _update_topology(self, net: SparseNetwork) -> None:
@@ -242,13 +250,21 @@ class SparseController(nn.Module):
             return
         n = min(n, layer.weight.numel() - net.counts[i])
         drop_smallest(layer, n)
-        if cfg.mask_optimizer_moments:
-            mask_state_(net.state_tensors(layer), layer.weight_mask)
+        self._forget_dropped(net, layer)
         if net.grad_scores is not None:
             scores = net.grad_scores[i]
         else:
             scores = random_scores(layer.weight, self.generator)
         grow_best(layer, n, scores)
+
+    def _forget_dropped(self, net: SparseNetwork, layer) -> None:
+        """Zero optimizer state at connections just dropped: all of it with moment masking,
+        else the first moment only (the second stays, as in the papers' SET), which is what
+        lets a moment-safe optimizer leave absent weights at exactly 0 without a re-mask."""
+        if self.config.mask_optimizer_moments:
+            mask_state_(net.state_tensors(layer), layer.weight_mask)
+        else:
+            mask_state_(net.first_moments(layer), layer.weight_mask)
 
     def _prune_layer(self, net: SparseNetwork, i: int) -> None:
         """Gradual magnitude pruning: shrink the layer to the schedule's count."""
@@ -271,29 +287,31 @@ class SparseController(nn.Module):
             return
         drop_smallest(layer, n)
         net.counts[i] = count
-        if cfg.mask_optimizer_moments:
-            mask_state_(net.state_tensors(layer), layer.weight_mask)
+        self._forget_dropped(net, layer)
         if net.target_layers:  # the target follows the shrinking count at once, by magnitude
             prune_to_magnitude_(net.target_layers[i], count)
 
-    @torch.no_grad()
     def _refresh_target(self, net: SparseNetwork) -> None:
         """Apply the target rule to layers whose target weights were updated."""
-        for i, (weight, target, online) in enumerate(zip(net.target_weights, net.target_layers, net.layers, strict=False)):
-            if not weight.__dict__.get("updated"):
-                continue
-            weight.__dict__["updated"] = False
-            if self.config.target_sparsity == "online_mask":
-                if net.target_index[i] is None:
-                    copy_online_mask_(target, online)
-                    net.target_index[i] = True  # in sync until the online mask changes
-                continue
-            index = net.target_index[i]
-            if index is None:
-                if int(target.weight_mask.sum().item()) != net.counts[i]:
-                    prune_to_magnitude_(target, net.counts[i])  # the online count changed (pruning)
-                index = net.target_index[i] = TargetSupport(target, online)
-            prune_to_count_(target, online, index)
+        if not net.target_updated[0]:
+            return  # the common case, checked before every target forward: keep it cheap
+        net.target_updated[0] = False
+        with torch.no_grad():
+            for i, (weight, target, online) in enumerate(zip(net.target_weights, net.target_layers, net.layers, strict=False)):
+                if not weight.__dict__.get("updated"):
+                    continue
+                weight.__dict__["updated"] = False
+                if self.config.target_sparsity == "online_mask":
+                    if net.target_index[i] is None:
+                        copy_online_mask_(target, online)
+                        net.target_index[i] = True  # in sync until the online mask changes
+                    continue
+                index = net.target_index[i]
+                if index is None:
+                    if int(target.weight_mask.sum().item()) != net.counts[i]:
+                        prune_to_magnitude_(target, net.counts[i])  # the online count changed (pruning)
+                    index = net.target_index[i] = TargetSupport(target, online)
+                prune_to_count_(target, online, index)
 
     # -- state --------------------------------------------------------------------------------
 

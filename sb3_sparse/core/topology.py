@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 
 from .layers import MaskedLayerMixin
@@ -55,23 +56,34 @@ def mask_state_(state_tensors: Iterable[torch.Tensor], mask: torch.Tensor) -> No
         tensor.mul_(mask)
 
 
-class TargetSupport:
-    """Index form of a target layer's support ``S`` and of the online-only positions ``M \\ S``.
+def _host(tensor: torch.Tensor) -> np.ndarray:
+    """A flat NumPy view of ``tensor`` (a copy if it is not on the CPU)."""
+    return tensor.detach().view(-1).cpu().numpy()
 
-    Kept between target updates so that pruning costs O(|S|) gathers instead of scans
-    and ``nonzero`` calls over the whole layer (``nonzero`` is ~0.5 ms on a 256x256
-    layer on this CPU).
+
+class TargetSupport:
+    """Index form of a target layer's support ``S`` and of the online-only positions ``N = M \\ S``.
+
+    Kept between target updates so that pruning gathers O(|S|) values instead of scanning
+    and calling ``nonzero`` over the whole layer. Held as NumPy arrays: this bookkeeping is
+    a dozen small index operations per update, and each costs several times more as a torch
+    op than as a NumPy one on the CPUs measured (docs/benchmarks.md).
     """
 
     def __init__(self, target: MaskedLayerMixin, online: MaskedLayerMixin) -> None:
-        own = target.weight_mask.view(-1)
-        self.support = own.nonzero().squeeze(1)
-        self.newcomers = (online.weight_mask.view(-1) * (1.0 - own)).nonzero().squeeze(1)
+        own = _host(target.weight_mask)
+        self.support = np.flatnonzero(own)
+        self.newcomers = np.flatnonzero(_host(online.weight_mask) * (1.0 - own))
 
     @property
     def in_sync(self) -> bool:
         """Whether the target support equals the online one (an update cannot add connections)."""
-        return self.newcomers.numel() == 0
+        return self.newcomers.size == 0
+
+
+def _fill(tensor: torch.Tensor, positions: np.ndarray, value: float) -> None:
+    if positions.size:
+        tensor.view(-1).index_fill_(0, torch.from_numpy(positions).to(tensor.device), value)
 
 
 @torch.no_grad()
@@ -79,34 +91,40 @@ def prune_to_count_(target: MaskedLayerMixin, online: MaskedLayerMixin, index: T
     """Magnitude-prune a target layer back to its count after a target update.
 
     After a polyak update the target's nonzeros lie in its support ``S`` plus the online-only
-    positions ``N = M \\ S``; exactly ``|N|`` of them must go, the smallest. The ``N`` entries
-    all lie at or below ``max |w_N|``, so only entries of ``S`` below that threshold compete.
+    positions ``N``; the ``|S|`` largest stay. Every ``N`` entry lies at or below
+    ``t = max |w_N|``, so only the entries of ``S`` at or below ``t`` (``L``, usually a few)
+    compete: the ``|L|`` largest of ``L`` and ``N`` stay, the rest go. Cost: one gather over
+    ``S``, the rest is O(|N|) (the ``N`` entries the update gave a value must be zeroed anyway).
     """
     if index.in_sync:
         return
-    # index_select / index_fill_ throughout: advanced indexing is several times slower on CPU.
-    w = target.weight.view(-1)
-    newcomer_values = w.index_select(0, index.newcomers).abs()
+    values = _host(target.weight)
+    newcomers = index.newcomers
+    newcomer_values = np.abs(values[newcomers])
     threshold = newcomer_values.max()
-    if threshold.item() == 0:
+    if threshold == 0:
         return  # no online-only connection has reached the target yet
-    support_values = w.index_select(0, index.support).abs()
-    low = (support_values <= threshold).nonzero().squeeze(1)  # positions in index.support
-    if low.numel() == 0:  # every online-only entry is smaller than the whole support
-        w.index_fill_(0, index.newcomers, 0.0)
+    support_values = np.abs(values[index.support])
+    low = np.flatnonzero(support_values <= threshold)  # slots in index.support
+    if low.size == 0:
+        _fill(target.weight, newcomers, 0.0)
         return
-    # Rank the competing support entries with the newcomers; the |N| smallest go.
-    candidates = torch.cat([index.support.index_select(0, low), index.newcomers])
-    order = torch.cat([support_values.index_select(0, low), newcomer_values]).argsort()
-    n_out = index.newcomers.numel()
-    gone = candidates.index_select(0, order[:n_out])
-    kept = candidates.index_select(0, order[n_out:])  # as many as the competing support entries
-    index.support.index_copy_(0, low, kept)
-    target.weight_mask.view(-1).index_fill_(0, gone, 0.0).index_fill_(0, kept, 1.0)
-    w.index_fill_(0, gone, 0.0)
-    # M \ S' lies among the positions that went: keep those the online network has.
-    online_has = online.weight_mask.view(-1).index_select(0, gone)
-    index.newcomers = gone.index_select(0, online_has.nonzero().squeeze(1))
+    positions = np.concatenate([index.support[low], newcomers])
+    # Ascending by magnitude, ties by position (independent of how the index arrays are
+    # ordered, so a model rebuilt from a checkpoint chooses alike): the first |N| go.
+    order = np.lexsort((positions, np.concatenate([support_values[low], newcomer_values])))
+    out, stay = order[: newcomers.size], order[newcomers.size :]
+    left_slots = out[out < low.size]  # support entries that went...
+    entered = positions[stay[stay >= low.size]]  # ...and as many newcomers that took their place
+    left, staying_out = positions[left_slots], positions[out[out >= low.size]]
+    index.support[low[left_slots]] = entered
+    _fill(target.weight, np.concatenate([left, staying_out]), 0.0)
+    _fill(target.weight_mask, left, 0.0)
+    _fill(target.weight_mask, entered, 1.0)
+    # N' = M \ S': the newcomers that stayed out, plus the entries that left and the online
+    # network has.
+    online_has = _host(online.weight_mask)[left]
+    index.newcomers = np.concatenate([staying_out, left[online_has != 0]])
 
 
 @torch.no_grad()
