@@ -57,8 +57,14 @@ def mask_state_(state_tensors: Iterable[torch.Tensor], mask: torch.Tensor) -> No
 
 
 def _host(tensor: torch.Tensor) -> np.ndarray:
-    """A flat NumPy view of ``tensor`` (a copy if it is not on the CPU)."""
+    """A flat NumPy view of ``tensor`` (a copy if it is not on the CPU: see :func:`_store`)."""
     return tensor.detach().view(-1).cpu().numpy()
+
+
+def _store(tensor: torch.Tensor, array: np.ndarray) -> None:
+    """Write ``array`` from :func:`_host` back into ``tensor`` (nothing to do for a CPU view)."""
+    if tensor.device.type != "cpu":
+        tensor.detach().view(-1).copy_(torch.from_numpy(array))
 
 
 class TargetSupport:
@@ -81,11 +87,6 @@ class TargetSupport:
         return self.newcomers.size == 0
 
 
-def _fill(tensor: torch.Tensor, positions: np.ndarray, value: float) -> None:
-    if positions.size:
-        tensor.view(-1).index_fill_(0, torch.from_numpy(positions).to(tensor.device), value)
-
-
 @torch.no_grad()
 def prune_to_count_(target: MaskedLayerMixin, online: MaskedLayerMixin, index: TargetSupport) -> None:
     """Magnitude-prune a target layer back to its count after a target update.
@@ -94,7 +95,7 @@ def prune_to_count_(target: MaskedLayerMixin, online: MaskedLayerMixin, index: T
     positions ``N``; the ``|S|`` largest stay. Every ``N`` entry lies at or below
     ``t = max |w_N|``, so only the entries of ``S`` at or below ``t`` (``L``, usually a few)
     compete: the ``|L|`` largest of ``L`` and ``N`` stay, the rest go. Cost: one gather over
-    ``S``, the rest is O(|N|) (the ``N`` entries the update gave a value must be zeroed anyway).
+    ``S``, O(|N|) for the newcomers' values and a sort of the few contenders.
     """
     if index.in_sync:
         return
@@ -107,24 +108,28 @@ def prune_to_count_(target: MaskedLayerMixin, online: MaskedLayerMixin, index: T
     support_values = np.abs(values[index.support])
     low = np.flatnonzero(support_values <= threshold)  # slots in index.support
     if low.size == 0:
-        _fill(target.weight, newcomers, 0.0)
-        return
-    positions = np.concatenate([index.support[low], newcomers])
-    # Ascending by magnitude, ties by position (independent of how the index arrays are
-    # ordered, so a model rebuilt from a checkpoint chooses alike): the first |N| go.
-    order = np.lexsort((positions, np.concatenate([support_values[low], newcomer_values])))
-    out, stay = order[: newcomers.size], order[newcomers.size :]
-    left_slots = out[out < low.size]  # support entries that went...
-    entered = positions[stay[stay >= low.size]]  # ...and as many newcomers that took their place
-    left, staying_out = positions[left_slots], positions[out[out >= low.size]]
-    index.support[low[left_slots]] = entered
-    _fill(target.weight, np.concatenate([left, staying_out]), 0.0)
-    _fill(target.weight_mask, left, 0.0)
-    _fill(target.weight_mask, entered, 1.0)
-    # N' = M \ S': the newcomers that stayed out, plus the entries that left and the online
-    # network has.
-    online_has = _host(online.weight_mask)[left]
-    index.newcomers = np.concatenate([staying_out, left[online_has != 0]])
+        values[newcomers] = 0.0
+    else:
+        # Only |L| entries of L and N stay, so only the |L| largest newcomers (and any tied
+        # with the smallest of them) can stay. Rank those with L, ascending by magnitude, ties
+        # by position (independent of how the index arrays are ordered, so a model rebuilt
+        # from a checkpoint chooses alike); the first as many as there are contenders go.
+        kth = np.partition(newcomer_values, max(newcomers.size - low.size, 0))[max(newcomers.size - low.size, 0)]
+        contenders = np.flatnonzero(newcomer_values >= kth)
+        positions = np.concatenate([index.support[low], newcomers[contenders]])
+        order = np.lexsort((positions, np.concatenate([support_values[low], newcomer_values[contenders]])))
+        out, stay = order[: contenders.size], order[contenders.size :]
+        left_slots = low[out[out < low.size]]  # support entries that went...
+        joined = contenders[stay[stay >= low.size] - low.size]  # ...and the newcomers that took their place
+        left, entered, still_out = index.support[left_slots], newcomers[joined], np.delete(newcomers, joined)
+        index.support[left_slots] = entered
+        mask = _host(target.weight_mask)
+        mask[left], mask[entered] = 0.0, 1.0
+        _store(target.weight_mask, mask)
+        values[left], values[still_out] = 0.0, 0.0
+        # N' = M \ S': the newcomers still out, plus the entries that left and the online network has.
+        index.newcomers = np.concatenate([still_out, left[_host(online.weight_mask)[left] != 0]])
+    _store(target.weight, values)
 
 
 @torch.no_grad()
