@@ -3,8 +3,10 @@
     python benchmarks/bench_update.py --env HalfCheetah-v5 --updates 3000
 
 Every variant trains on a copy of the same replay buffer. Rounds of ``--chunk`` updates
-alternate between variants, in a rotating order, so that machine noise hits them alike; the report gives the
-median time per update and its ratio to stock SB3 TD3 (Adam, as SB3 builds it). Topology
+alternate between variants, in a rotating order, so that machine noise hits them alike. The
+report gives each variant's median time per update and, as the main figure, the median over
+rounds of its time divided by stock SB3 TD3's time in the same round (Adam, as SB3 builds it),
+with the quartiles of that ratio: on a shared VM the spread is part of the result. Topology
 updates (every 1000 updates, as in the papers) and target pruning fall inside the timed
 updates. With ``--fused`` each variant also runs with PyTorch's fused Adam.
 """
@@ -27,6 +29,7 @@ VARIANTS = {
     "dense": ("MlpPolicy", {}),
     "static": ("SparseMlpPolicy", {"preset": "static", "lambdas": (7, 64)}),
     "ds-td3 (SET)": ("SparseMlpPolicy", {"preset": "ds-td3", "lambdas": (7, 64)}),
+    "ds-td3, online_mask": ("SparseMlpPolicy", {"preset": "ds-td3", "lambdas": (7, 64), "target_sparsity": "online_mask"}),
     "tows 90%": ("SparseMlpPolicy", {"preset": "tows", "sparsity": 0.9, "activation_fn": torch.nn.ReLU}),
 }
 
@@ -71,18 +74,25 @@ def main() -> None:
             start = time.perf_counter()
             model.train(gradient_steps=args.chunk, batch_size=100)
             times[name].append((time.perf_counter() - start) / args.chunk)
-    base = statistics.median(times["dense"])
     print(
-        f"{args.env}, batch 100, net 256-256, {args.updates} updates/variant, {args.threads} thread(s), "
-        f"torch {torch.__version__}, {platform.processor() or platform.machine()}"
+        f"{args.env}, batch 100, net 256-256, {args.updates} updates/variant in rounds of {args.chunk}, "
+        f"{args.threads} thread(s), torch {torch.__version__}, {platform.processor() or platform.machine()}"
     )
-    print(f"{'variant':<22}{'ms/update':>10}{'vs dense':>10}{'topology updates':>18}")
+    header = f"{'variant':<28}{'ms/update':>10}{'vs dense':>10}{'quartiles':>15}{'vs dense, same Adam':>21}"
+    print(f"{header}{'topology updates':>18}")
+
+    def paired(name: str, reference: str) -> list[float]:
+        return statistics.quantiles([t / d for t, d in zip(times[name], times[reference], strict=True)], n=4)
+
     for name, model in models.items():
-        median = statistics.median(times[name])
+        q1, median, q3 = paired(name, "dense")
+        same_adam = paired(name, "dense +fused" if name.endswith("+fused") else "dense")[1]
         controller = getattr(model.policy, "sparse_controller", None)
         n_topo = controller.n_topology_updates if controller is not None else "-"
-        print(f"{name:<22}{median * 1e3:>10.3f}{median / base:>10.3f}{n_topo!s:>18}")
-
+        print(
+            f"{name:<28}{statistics.median(times[name]) * 1e3:>10.3f}{median:>10.3f}"
+            f"{f'{q1:.3f}-{q3:.3f}':>15}{same_adam:>21.3f}{n_topo!s:>18}"
+        )
 
 if __name__ == "__main__":
     main()
