@@ -8,7 +8,8 @@ report gives each variant's median time per update and, as the main figure, the 
 rounds of its time divided by stock SB3 TD3's time in the same round (Adam, as SB3 builds it),
 with the quartiles of that ratio: on a shared VM the spread is part of the result. Topology
 updates (every 1000 updates, as in the papers) and target pruning fall inside the timed
-updates. With ``--fused`` each variant also runs with PyTorch's fused Adam.
+updates. With ``--fused`` each variant also runs with PyTorch's fused Adam. With
+``--breakdown`` the controller's hooks are timed too (the timers add a little overhead).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from stable_baselines3 import TD3
 from stable_baselines3.common.logger import configure
 
 import sb3_sparse  # noqa: F401  (registers "SparseMlpPolicy")
+from sb3_sparse.core import controller as ctl
 
 VARIANTS = {
     "dense": ("MlpPolicy", {}),
@@ -47,6 +49,26 @@ def build(env_id: str, policy: str, kwargs: dict, fused: bool, buffer) -> TD3:
     return model
 
 
+def time_hooks(current: list[str]) -> dict[str, dict[str, float]]:
+    """Wrap the controller's hooks and the target pruning with timers, per running variant."""
+    spent: dict[str, dict[str, float]] = {}
+
+    def timed(function, part):
+        def wrapper(*args):
+            start = time.perf_counter()
+            function(*args)
+            by_part = spent.setdefault(current[0], {})
+            by_part[part] = by_part.get(part, 0.0) + time.perf_counter() - start
+
+        return wrapper
+
+    hooks = {"pre-step hook": "_before_step", "post-step hook": "_after_step", "target rule": "_refresh_target"}
+    for part, name in hooks.items():
+        setattr(ctl.SparseController, name, timed(getattr(ctl.SparseController, name), part))
+    ctl.prune_to_count_ = timed(ctl.prune_to_count_, "  of which magnitude pruning")
+    return spent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="HalfCheetah-v5")
@@ -54,6 +76,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=250, help="updates per interleaved round")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--fused", action="store_true", help="also time every variant with fused Adam")
+    parser.add_argument("--breakdown", action="store_true", help="also time the controller's hooks")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -65,12 +88,14 @@ def main() -> None:
     models = {name: build(args.env, p, k, f, seed_model.replay_buffer) for name, (p, k, f) in variants.items()}
     for model in models.values():
         model.train(gradient_steps=20, batch_size=100)  # warm-up
+    current = [""]
+    spent = time_hooks(current) if args.breakdown else {}
     times: dict[str, list[float]] = {name: [] for name in models}
     names = list(models)
     for round_ in range(args.updates // args.chunk):
         # Rotate the order every round so that no variant always runs first (or after the same one).
         for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-            model = models[name]
+            model, current[0] = models[name], name
             start = time.perf_counter()
             model.train(gradient_steps=args.chunk, batch_size=100)
             times[name].append((time.perf_counter() - start) / args.chunk)
@@ -93,6 +118,12 @@ def main() -> None:
             f"{name:<28}{statistics.median(times[name]) * 1e3:>10.3f}{median:>10.3f}"
             f"{f'{q1:.3f}-{q3:.3f}':>15}{same_adam:>21.3f}{n_topo!s:>18}"
         )
+
+    if spent:
+        print("\nus per update spent in the controller's hooks")
+        for name, by_part in spent.items():
+            print(f"{name:<28}" + ", ".join(f"{part.strip()} {t / args.updates * 1e6:.0f}" for part, t in by_part.items()))
+
 
 if __name__ == "__main__":
     main()

@@ -87,8 +87,16 @@ def test_bias_false_removes_sparse_layer_biases_everywhere():
     check_online(model.policy.sparse_controller)
 
 
-def test_rigl_grows_exactly_where_the_dense_gradient_is_largest():
-    config = SparseConfig(method="rigl", sparsity=0.5, update_interval=1, drop_fraction=0.25, sparse_output_layer=True)
+@pytest.mark.parametrize("moments", [False, True])  # gradient read before the step / after it
+def test_rigl_grows_exactly_where_the_dense_gradient_is_largest(moments):
+    config = SparseConfig(
+        method="rigl",
+        sparsity=0.5,
+        update_interval=1,
+        drop_fraction=0.25,
+        sparse_output_layer=True,
+        mask_optimizer_moments=moments,
+    )
     net = torch.nn.Sequential(torch.nn.Linear(4, 4, bias=False))
     sparsify_(net, config, 0.5)
     layer = net[0]

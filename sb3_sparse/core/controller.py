@@ -76,7 +76,8 @@ class SparseController(nn.Module):
 
     def __setattr__(self, name: str, value: object) -> None:
         # Networks belong to their owner (the policy): keep them out of this module's state_dict.
-        if name == "networks":
+        # The clock changes on every optimizer step: skip nn.Module's slower bookkeeping.
+        if name in ("networks", "clock"):
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
@@ -235,6 +236,7 @@ class SparseController(nn.Module):
             self._epoch_active += net.counts[i]
             if i < len(net.target_index):
                 net.target_index[i] = None
+        net.targets_synced = False
         net.absent_cache = None
         net.grad_scores = None
         self.rng_state.copy_(self.generator.get_state())
@@ -296,6 +298,8 @@ class SparseController(nn.Module):
         if not net.target_updated[0]:
             return  # the common case, checked before every target forward: keep it cheap
         net.target_updated[0] = False
+        if net.targets_synced:
+            return  # target supports equal the online ones: an update keeps them so
         with torch.no_grad():
             for i, (weight, target, online) in enumerate(zip(net.target_weights, net.target_layers, net.layers, strict=False)):
                 if not weight.__dict__.get("updated"):
@@ -312,6 +316,7 @@ class SparseController(nn.Module):
                         prune_to_magnitude_(target, net.counts[i])  # the online count changed (pruning)
                     index = net.target_index[i] = TargetSupport(target, online)
                 prune_to_count_(target, online, index)
+            net.targets_synced = all(index is True or (index is not None and index.in_sync) for index in net.target_index)
 
     # -- state --------------------------------------------------------------------------------
 
@@ -348,4 +353,5 @@ class SparseController(nn.Module):
                 layer.weight.mul_(layer.weight_mask)
             net.counts = [int(m.sum().item()) for m in net.masks()]
             net.target_index = [None] * len(net.target_layers)
+            net.targets_synced = False
             net.absent_cache = None

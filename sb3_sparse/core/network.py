@@ -65,6 +65,7 @@ class SparseNetwork:
         # Per target layer: TargetSupport (magnitude rule), True (online_mask rule, in sync) or
         # None (to be rebuilt: the online mask changed or state was loaded).
         self.target_index: list = [None] * len(self.target_layers)
+        self.targets_synced = False  # every target layer's support equals its online layer's
         self.optimizer: torch.optim.Optimizer | None = None
         self.handles: list = []
         self.target_handle = None
@@ -77,8 +78,9 @@ class SparseNetwork:
         self.final_counts = [getattr(layer, "final_count", c) for layer, c in zip(self.layers, self.counts, strict=True)]
 
     def masks(self) -> list[torch.Tensor]:
-        # Looked up on every call: Module.to() replaces buffer objects.
-        return [layer.weight_mask for layer in self.layers]
+        # Looked up on every call (Module.to() replaces buffer objects), straight from the
+        # buffer dict: this runs on every optimizer step.
+        return [layer._buffers["weight_mask"] for layer in self.layers]
 
     def absent_floors(self) -> list[torch.Tensor]:
         """Per layer: ``SQRT_FLOOR`` at absent connections, 0 elsewhere (see the controller)."""
@@ -87,7 +89,7 @@ class SparseNetwork:
         return self.absent_cache
 
     def weights(self) -> list[torch.Tensor]:
-        return [layer.weight for layer in self.layers]
+        return [layer._parameters["weight"] for layer in self.layers]
 
     def state_tensors(self, layer: MaskedLayerMixin) -> Iterator[torch.Tensor]:
         """Optimizer state shaped like ``layer.weight`` (Adam: ``exp_avg``, ``exp_avg_sq``)."""
