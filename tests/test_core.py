@@ -156,6 +156,28 @@ def test_prune_to_count_matches_brute_force_over_repeated_updates():
             assert np.array_equal(np.sort(TargetSupport(target, online).newcomers), np.sort(index.newcomers))
 
 
+def test_prune_to_count_follows_tensors_to_new_storage():
+    """Pruning keeps NumPy views of the tensors; Module.to() gives them new storage."""
+    gen = torch.Generator().manual_seed(4)
+    online, target = to_masked(nn.Linear(16, 16)), to_masked(nn.Linear(16, 16))
+    online.set_mask_(random_mask((16, 16), 64, gen))
+    target.set_mask_(random_mask((16, 16), 64, gen))
+    index = TargetSupport(target, online)
+    for step in range(4):
+        with torch.no_grad():
+            online.weight.copy_(torch.randn(16, 16, generator=gen) * online.weight_mask)
+            target.weight.mul_(0.7).add_(online.weight, alpha=0.3)
+        if step == 2:  # what a device round trip does
+            target.weight.data = target.weight.data.clone()
+            target._buffers["weight_mask"] = target.weight_mask.clone()
+        before = target.weight.detach().abs().view(-1).clone()
+        prune_to_count_(target, online, index)
+        expected = torch.zeros(256)
+        expected[torch.topk(before, 64).indices] = 1
+        assert torch.equal(target.weight_mask.view(-1), expected)
+        assert torch.all(target.weight[target.weight_mask == 0] == 0)
+
+
 def test_schedules():
     assert drop_fraction_at(0.3, "constant", 0.5, 0.8) == 0.3
     assert drop_fraction_at(0.3, "cosine", 0.0, 0.8) == pytest.approx(0.3)

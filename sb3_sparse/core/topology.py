@@ -57,14 +57,8 @@ def mask_state_(state_tensors: Iterable[torch.Tensor], mask: torch.Tensor) -> No
 
 
 def _host(tensor: torch.Tensor) -> np.ndarray:
-    """A flat NumPy view of ``tensor`` (a copy if it is not on the CPU: see :func:`_store`)."""
+    """A flat NumPy view of ``tensor`` (a copy if it is not on the CPU)."""
     return tensor.detach().view(-1).cpu().numpy()
-
-
-def _store(tensor: torch.Tensor, array: np.ndarray) -> None:
-    """Write ``array`` from :func:`_host` back into ``tensor`` (nothing to do for a CPU view)."""
-    if tensor.device.type != "cpu":
-        tensor.detach().view(-1).copy_(torch.from_numpy(array))
 
 
 class TargetSupport:
@@ -80,11 +74,34 @@ class TargetSupport:
         own = _host(target.weight_mask)
         self.support = np.flatnonzero(own)
         self.newcomers = np.flatnonzero(_host(online.weight_mask) * (1.0 - own))
+        self._views: tuple[tuple[int, ...], list[np.ndarray]] | None = None
 
     @property
     def in_sync(self) -> bool:
         """Whether the target support equals the online one (an update cannot add connections)."""
         return self.newcomers.size == 0
+
+    def arrays(self, target: MaskedLayerMixin, online: MaskedLayerMixin) -> list[np.ndarray]:
+        """The target's weights and mask and the online mask as flat NumPy arrays.
+
+        On the CPU these are views, kept while the tensors keep their storage (``Module.to``
+        gives them new storage); elsewhere they are fresh copies, written back by
+        :meth:`write_back`.
+        """
+        tensors = (target.weight, target.weight_mask, online.weight_mask)
+        if not tensors[0].is_cpu:
+            return [_host(t) for t in tensors]
+        key = tuple(t.data_ptr() for t in tensors)
+        if self._views is None or self._views[0] != key:
+            self._views = (key, [_host(t) for t in tensors])
+        return self._views[1]
+
+    @staticmethod
+    def write_back(target: MaskedLayerMixin, values: np.ndarray, mask: np.ndarray) -> None:
+        """Copy arrays from :meth:`arrays` into the target if they are copies, not views."""
+        if not target.weight.is_cpu:
+            target.weight.detach().view(-1).copy_(torch.from_numpy(values))
+            target.weight_mask.view(-1).copy_(torch.from_numpy(mask))
 
 
 @torch.no_grad()
@@ -99,10 +116,10 @@ def prune_to_count_(target: MaskedLayerMixin, online: MaskedLayerMixin, index: T
     """
     if index.in_sync:
         return
-    values = _host(target.weight)
+    values, mask, online_mask = index.arrays(target, online)
     newcomers = index.newcomers
     newcomer_values = np.abs(values[newcomers])
-    threshold = newcomer_values.max()
+    threshold = np.maximum.reduce(newcomer_values)
     if threshold == 0:
         return  # no online-only connection has reached the target yet
     support_values = np.abs(values[index.support])
@@ -123,13 +140,11 @@ def prune_to_count_(target: MaskedLayerMixin, online: MaskedLayerMixin, index: T
         joined = contenders[stay[stay >= low.size] - low.size]  # ...and the newcomers that took their place
         left, entered, still_out = index.support[left_slots], newcomers[joined], np.delete(newcomers, joined)
         index.support[left_slots] = entered
-        mask = _host(target.weight_mask)
         mask[left], mask[entered] = 0.0, 1.0
-        _store(target.weight_mask, mask)
         values[left], values[still_out] = 0.0, 0.0
         # N' = M \ S': the newcomers still out, plus the entries that left and the online network has.
-        index.newcomers = np.concatenate([still_out, left[_host(online.weight_mask)[left] != 0]])
-    _store(target.weight, values)
+        index.newcomers = np.concatenate([still_out, left[online_mask[left] != 0]])
+    index.write_back(target, values, mask)
 
 
 @torch.no_grad()
