@@ -131,8 +131,8 @@ def prune_to_count_(target: MaskedLayerMixin, online: MaskedLayerMixin, index: T
         # with the smallest of them) can stay. Rank those with L, ascending by magnitude, ties
         # by position (independent of how the index arrays are ordered, so a model rebuilt
         # from a checkpoint chooses alike); the first as many as there are contenders go.
-        kth = np.partition(newcomer_values, max(newcomers.size - low.size, 0))[max(newcomers.size - low.size, 0)]
-        contenders = np.flatnonzero(newcomer_values >= kth)
+        rank = max(newcomers.size - low.size, 0)
+        contenders = np.flatnonzero(newcomer_values >= np.partition(newcomer_values, rank)[rank])
         positions = np.concatenate([index.support[low], newcomers[contenders]])
         order = np.lexsort((positions, np.concatenate([support_values[low], newcomer_values[contenders]])))
         out, stay = order[: contenders.size], order[contenders.size :]
