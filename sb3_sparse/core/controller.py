@@ -294,17 +294,15 @@ class SparseController(nn.Module):
             prune_to_magnitude_(net.target_layers[i], count)
 
     def _refresh_target(self, net: SparseNetwork) -> None:
-        """Apply the target rule to layers whose target weights were updated."""
+        """Apply the target rule after an update of the network's target weights."""
         if not net.target_updated[0]:
             return  # the common case, checked before every target forward: keep it cheap
         net.target_updated[0] = False
         if net.targets_synced:
             return  # target supports equal the online ones: an update keeps them so
         with torch.no_grad():
-            for i, (weight, target, online) in enumerate(zip(net.target_weights, net.target_layers, net.layers, strict=False)):
-                if not weight.__dict__.get("updated"):
-                    continue
-                weight.__dict__["updated"] = False
+            # Every layer, updated or not: the rule is idempotent (SB3 updates them all at once).
+            for i, (target, online) in enumerate(zip(net.target_layers, net.layers, strict=False)):
                 if self.config.target_sparsity == "online_mask":
                     if net.target_index[i] is None:
                         copy_online_mask_(target, online)

@@ -30,9 +30,7 @@ class TargetWeight(nn.Parameter):
 
     @property
     def data(self) -> torch.Tensor:  # type: ignore[override]
-        attributes = self.__dict__
-        attributes["updated"] = True
-        attributes["network_flag"][0] = True  # shared by the network's target weights: one check per forward
+        self.__dict__["network_flag"][0] = True  # shared by the network's target weights: one check per forward
         return super().data
 
     @data.setter
@@ -61,7 +59,6 @@ class SparseNetwork:
                 if not isinstance(layer.weight, TargetWeight):
                     layer.weight = TargetWeight(layer.weight.detach(), requires_grad=layer.weight.requires_grad)
                 layer.weight.__dict__["network_flag"] = self.target_updated
-        self.target_weights = [layer.weight for layer in self.target_layers]
         # Per target layer: TargetSupport (magnitude rule), True (online_mask rule, in sync) or
         # None (to be rebuilt: the online mask changed or state was loaded).
         self.target_index: list = [None] * len(self.target_layers)
