@@ -33,6 +33,10 @@ VARIANTS = {
     "ds-td3 (SET)": ("SparseMlpPolicy", {"preset": "ds-td3", "lambdas": (7, 64)}),
     "ds-td3, online_mask": ("SparseMlpPolicy", {"preset": "ds-td3", "lambdas": (7, 64), "target_sparsity": "online_mask"}),
     "tows 90%": ("SparseMlpPolicy", {"preset": "tows", "sparsity": 0.9, "activation_fn": torch.nn.ReLU}),
+    "tows 90%, online_mask": (
+        "SparseMlpPolicy",
+        {"preset": "tows", "sparsity": 0.9, "activation_fn": torch.nn.ReLU, "target_sparsity": "online_mask"},
+    ),
 }
 
 

@@ -128,7 +128,9 @@ def test_drop_smallest_and_grow_random():
 
 def test_prune_to_count_matches_brute_force_over_repeated_updates():
     gen = torch.Generator().manual_seed(3)
+    newcomers_all_out = 0  # updates where no target entry was as small as a newcomer
     for trial in range(10):
+        tau = 0.01 if trial % 3 == 0 else 0.3  # SB3's small tau: newcomers rarely get in
         online = to_masked(nn.Linear(16, 16))
         target = to_masked(nn.Linear(16, 16))
         online.set_mask_(random_mask((16, 16), 64, gen))
@@ -139,11 +141,13 @@ def test_prune_to_count_matches_brute_force_over_repeated_updates():
         for _ in range(15):  # the index is carried across target updates, as in training
             with torch.no_grad():
                 online.weight.copy_(torch.randn(16, 16, generator=gen) * online.weight_mask)
-                target.weight.mul_(0.7).add_(online.weight, alpha=0.3)  # a polyak update
+                target.weight.mul_(1 - tau).add_(online.weight, alpha=tau)  # a polyak update
                 if trial >= 6:  # regrown online connections start at exactly 0: ties at zero
                     online.weight.view(-1)[torch.randperm(256, generator=gen)[:64]] = 0.0
-                    target.weight.mul_(0.7).add_(online.weight, alpha=0.3)
+                    target.weight.mul_(1 - tau).add_(online.weight, alpha=tau)
             before = target.weight.detach().abs().view(-1).clone()
+            was = target.weight_mask.view(-1) == 1
+            newcomers_all_out += bool(before[was].min() > before[~was].max())
             prune_to_count_(target, online, index)
             assert int(target.weight_mask.sum()) == 64
             kept = target.weight_mask.view(-1) == 1
@@ -153,7 +157,10 @@ def test_prune_to_count_matches_brute_force_over_repeated_updates():
                 expected[torch.topk(before, 64).indices] = 1
                 assert torch.equal(target.weight_mask.view(-1), expected)
             assert torch.all(target.weight[target.weight_mask == 0] == 0)
-            assert np.array_equal(np.sort(TargetSupport(target, online).newcomers), np.sort(index.newcomers))
+            rebuilt = TargetSupport(target, online)
+            assert np.array_equal(np.sort(rebuilt.newcomers), np.sort(index.newcomers))
+            assert np.array_equal(rebuilt.in_support, index.in_support) and rebuilt.count == index.count
+    assert 0 < newcomers_all_out < 150  # both branches of the rule ran
 
 
 def test_prune_to_count_follows_tensors_to_new_storage():

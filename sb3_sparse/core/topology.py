@@ -62,18 +62,21 @@ def _host(tensor: torch.Tensor) -> np.ndarray:
 
 
 class TargetSupport:
-    """Index form of a target layer's support ``S`` and of the online-only positions ``N = M \\ S``.
+    """Pruning state of one target layer, kept between target updates.
 
-    Kept between target updates so that pruning gathers O(|S|) values instead of scanning
-    and calling ``nonzero`` over the whole layer. Held as NumPy arrays: this bookkeeping is
-    a dozen small index operations per update, and each costs several times more as a torch
-    op than as a NumPy one on the CPUs measured (docs/benchmarks.md).
+    Holds the target's support ``S`` as a boolean array (a NumPy shadow of its mask), the
+    online-only positions ``N = M \\ S`` as indices, and scratch arrays for the per-update
+    scan, so that pruning allocates nothing large. NumPy, not torch: pruning is a few dozen
+    small array operations per update, and each costs several times more as a torch op
+    than as a NumPy one on the CPUs measured (docs/benchmarks.md).
     """
 
     def __init__(self, target: MaskedLayerMixin, online: MaskedLayerMixin) -> None:
-        own = _host(target.weight_mask)
-        self.support = np.flatnonzero(own)
-        self.newcomers = np.flatnonzero(_host(online.weight_mask) * (1.0 - own))
+        self.in_support = _host(target.weight_mask) != 0
+        self.count = int(np.count_nonzero(self.in_support))
+        self.newcomers = np.flatnonzero((_host(online.weight_mask) != 0) & ~self.in_support)
+        self.magnitudes = np.empty_like(_host(target.weight))
+        self.at_most = np.empty(self.in_support.size, dtype=bool)
         self._views: tuple[tuple[int, ...], list[np.ndarray]] | None = None
 
     @property
@@ -88,7 +91,7 @@ class TargetSupport:
         gives them new storage); elsewhere they are fresh copies, written back by
         :meth:`write_back`.
         """
-        tensors = (target.weight, target.weight_mask, online.weight_mask)
+        tensors = (target._parameters["weight"], target._buffers["weight_mask"], online._buffers["weight_mask"])
         if not tensors[0].is_cpu:
             return [_host(t) for t in tensors]
         key = tuple(t.data_ptr() for t in tensors)
@@ -110,9 +113,10 @@ def prune_to_count_(target: MaskedLayerMixin, online: MaskedLayerMixin, index: T
 
     After a polyak update the target's nonzeros lie in its support ``S`` plus the online-only
     positions ``N``; the ``|S|`` largest stay. Every ``N`` entry lies at or below
-    ``t = max |w_N|``, so only the entries of ``S`` at or below ``t`` (``L``, usually a few)
-    compete: the ``|L|`` largest of ``L`` and ``N`` stay, the rest go. Cost: one gather over
-    ``S``, O(|N|) for the newcomers' values and a sort of the few contenders.
+    ``t = max |w_N|``, so only the entries of ``S`` at or below ``t`` (``L``, usually a few
+    dozen) compete: the ``|L|`` largest of ``L`` and ``N`` stay, the rest go. Cost: one
+    contiguous scan of the layer that counts ``L`` (often empty: then nothing else runs),
+    O(|N|) for the newcomers and a sort of the few contenders.
     """
     if index.in_sync:
         return
@@ -122,28 +126,30 @@ def prune_to_count_(target: MaskedLayerMixin, online: MaskedLayerMixin, index: T
     threshold = np.maximum.reduce(newcomer_values)
     if threshold == 0:
         return  # no online-only connection has reached the target yet
-    support_values = np.abs(values[index.support])
-    low = np.flatnonzero(support_values <= threshold)  # slots in index.support
-    if low.size == 0:
-        values[newcomers] = 0.0
+    magnitudes = np.abs(values, out=index.magnitudes)
+    at_most = np.less_equal(magnitudes, threshold, out=index.at_most)
+    # Off S and N every entry is exactly 0 (so at most t), and every N entry is at most t:
+    # anything the count finds beyond those two groups lies in S, and is L.
+    if np.count_nonzero(at_most) <= values.size - index.count:
+        values[newcomers] = 0.0  # L is empty: every newcomer stays out
     else:
-        # Only |L| entries of L and N stay, so only the |L| largest newcomers (and any tied
-        # with the smallest of them) can stay. Rank those with L, ascending by magnitude, ties
-        # by position (independent of how the index arrays are ordered, so a model rebuilt
-        # from a checkpoint chooses alike); the first as many as there are contenders go.
+        low = np.flatnonzero(np.logical_and(at_most, index.in_support, out=at_most))
+        # |N| of the entries of L and N go, so only the |L| largest newcomers (and any tied with
+        # the smallest of them) can stay. Rank those with L, ascending by magnitude, ties by
+        # position (so a model rebuilt from a checkpoint, whose index arrays may be ordered
+        # differently, chooses alike): the first as many as there are contenders go.
         rank = max(newcomers.size - low.size, 0)
-        contenders = np.flatnonzero(newcomer_values >= np.partition(newcomer_values, rank)[rank])
-        positions = np.concatenate([index.support[low], newcomers[contenders]])
-        order = np.lexsort((positions, np.concatenate([support_values[low], newcomer_values[contenders]])))
-        out, stay = order[: contenders.size], order[contenders.size :]
-        left_slots = low[out[out < low.size]]  # support entries that went...
-        joined = contenders[stay[stay >= low.size] - low.size]  # ...and the newcomers that took their place
-        left, entered, still_out = index.support[left_slots], newcomers[joined], np.delete(newcomers, joined)
-        index.support[left_slots] = entered
-        mask[left], mask[entered] = 0.0, 1.0
-        values[left], values[still_out] = 0.0, 0.0
-        # N' = M \ S': the newcomers still out, plus the entries that left and the online network has.
-        index.newcomers = np.concatenate([still_out, left[online_mask[left] != 0]])
+        contends = newcomer_values >= np.partition(newcomer_values, rank)[rank]
+        candidates = np.concatenate([low, newcomers[contends]])
+        order = np.lexsort((candidates, np.concatenate([magnitudes[low], newcomer_values[contends]])))
+        n_going = candidates.size - low.size
+        staying = candidates[order[n_going:]]
+        going = np.concatenate([candidates[order[:n_going]], newcomers[~contends]])
+        mask[going], mask[staying] = 0.0, 1.0
+        index.in_support[going], index.in_support[staying] = False, True
+        values[going] = 0.0
+        # N' = M \ S': the entries that went and the online network has.
+        index.newcomers = going[online_mask[going] != 0]
     index.write_back(target, values, mask)
 
 
