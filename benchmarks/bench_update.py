@@ -107,7 +107,7 @@ def main() -> None:
         f"{args.env}, batch 100, net 256-256, {args.updates} updates/variant in rounds of {args.chunk}, "
         f"{args.threads} thread(s), torch {torch.__version__}, {platform.processor() or platform.machine()}"
     )
-    header = f"{'variant':<28}{'ms/update':>10}{'vs dense':>10}{'quartiles':>15}{'vs dense, same Adam':>21}"
+    header = f"{'variant':<32}{'ms/update':>10}{'vs dense':>10}{'quartiles':>15}{'vs dense, same Adam':>21}"
     print(f"{header}{'topology updates':>18}")
 
     def paired(name: str, reference: str) -> list[float]:
@@ -119,14 +119,14 @@ def main() -> None:
         controller = getattr(model.policy, "sparse_controller", None)
         n_topo = controller.n_topology_updates if controller is not None else "-"
         print(
-            f"{name:<28}{statistics.median(times[name]) * 1e3:>10.3f}{median:>10.3f}"
+            f"{name:<32}{statistics.median(times[name]) * 1e3:>10.3f}{median:>10.3f}"
             f"{f'{q1:.3f}-{q3:.3f}':>15}{same_adam:>21.3f}{n_topo!s:>18}"
         )
 
     if spent:
         print("\nus per update spent in the controller's hooks")
         for name, by_part in spent.items():
-            print(f"{name:<28}" + ", ".join(f"{part.strip()} {t / args.updates * 1e6:.0f}" for part, t in by_part.items()))
+            print(f"{name:<32}" + ", ".join(f"{part.strip()} {t / args.updates * 1e6:.0f}" for part, t in by_part.items()))
 
 
 if __name__ == "__main__":
