@@ -2,10 +2,9 @@
 
 The controller hooks into each network's optimizer (without moment masking, pre-step: mask
 gradients and read RigL scores; with it, post-step: mask weights and moments; post-step in
-both: evolve when due) and into each
-target network's forward (apply the target rule after a target update). It never
-calls into an RL library: the clock is the number of optimizer steps of one
-"clock" network, and training progress is handed in by whoever runs training.
+both: evolve when due) and into each target network's forward (apply the target rule after a
+target update). It never calls into an RL library: the clock is the number of optimizer
+steps of one "clock" network, and training progress is handed in by whoever runs training.
 """
 
 from __future__ import annotations

@@ -64,11 +64,11 @@ def _host(tensor: torch.Tensor) -> np.ndarray:
 class TargetSupport:
     """Pruning state of one target layer, kept between target updates.
 
-    Holds the target's support ``S`` as a boolean shadow of its mask (ANDing with the float
-    mask itself costs 3-5x more), the online-only positions ``N = M \\ S`` as indices, and
-    scratch arrays for the per-update scan, so that pruning allocates nothing large. NumPy,
-    not torch: pruning is a few dozen small array operations per update, and each costs
-    several times more as a torch op than as a NumPy one on the CPUs measured
+    Holds the target's support ``S`` as a boolean shadow of its mask (a boolean AND is much
+    cheaper than one with the float mask), the online-only positions ``N = M \\ S`` as
+    indices, and scratch arrays for the per-update scan, so that pruning allocates nothing
+    large. NumPy, not torch: pruning is a few dozen small array operations per update, and
+    each costs several times more as a torch op than as a NumPy one on the CPUs measured
     (docs/benchmarks.md).
     """
 
