@@ -8,6 +8,7 @@ from stable_baselines3 import DQN, SAC, TD3
 
 from .callback import SparseTrainingCallback
 from .core.config import PRESETS, SparseConfig
+from .denormal import FlushDenormalCallback, flush_denormal
 from .policies import SparseDQNCnnPolicy, SparseDQNPolicy, SparseSACPolicy, SparseTD3Policy
 from .summary import summary
 
@@ -25,11 +26,13 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 __all__ = [
     "PRESETS",
+    "FlushDenormalCallback",
     "SparseConfig",
     "SparseDQNCnnPolicy",
     "SparseDQNPolicy",
     "SparseSACPolicy",
     "SparseTD3Policy",
     "SparseTrainingCallback",
+    "flush_denormal",
     "summary",
 ]
