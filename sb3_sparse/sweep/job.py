@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -134,6 +135,9 @@ class SweepCallback(BaseCallback):
             returns, _ = evaluate_policy(self.model, self.eval_env, n_eval_episodes=job.eval_episodes,
                                          deterministic=True, return_episode_rewards=True)  # fmt: skip
             self.evaluations.add(t, self.model._n_updates, self.train_seconds, [float(r) for r in returns])
+            self.logger.record("eval/mean_reward", float(np.mean(returns)))
+            self.logger.record("eval/std_reward", float(np.std(returns)))
+            self.logger.dump(t)  # a row per evaluation, with the sparse metrics recorded since the last train()
         if due_checkpoint or final:
             self.checkpoints.save(self.model, {"timesteps": t, "train_seconds": self.train_seconds})
             self.last_checkpoint = t
