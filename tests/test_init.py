@@ -69,6 +69,10 @@ def test_grouped_conv_fans_stay_within_each_group():
     conv = MaskedConv2d(4, 6, 3, groups=2)
     fan_in, fan_out = sparse_fans(torch.ones_like(conv.weight), groups=2)
     assert set(fan_in.unique().tolist()) == {2 * 9} and set(fan_out.unique().tolist()) == {3 * 9}
+    conv.set_mask_((torch.arange(conv.weight.numel()) % 3 == 0).float().view_as(conv.weight))
+    sparse_init_(conv)
+    bounds = sparse_init_bounds(conv.weight_mask, groups=2)
+    assert torch.all(conv.weight.abs() <= bounds) and torch.all((conv.weight != 0) == conv.weight_mask.bool())
 
 
 def _net() -> nn.Module:
