@@ -174,6 +174,7 @@ def test_every_dqn_file_carries_the_papers_settings(path, tmp_path):
         layers = [m for m in model.policy.q_net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
         assert len(layers) == (5 if cnn else 3)
         assert all(m.bias is None for m in layers) is (method == "rigl_nobias")
+        assert config.init == ("dense" if method in ("static", "gmp") else "sparse")  # Graesser et al.'s configs
         sparsity = sb3_sparse.summary(model)["sparsity"]
         if method == "gmp":  # dense at the start, pruned to 95% between 20% and 80% of training every 5000 updates
             assert sparsity == 0.0 and config.sparsity == 0.95 and config.update_interval == 5000
