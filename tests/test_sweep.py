@@ -107,6 +107,18 @@ def test_tiny_grid_on_the_local_pool_then_rerun_skips(tmp_path):
     assert stamps == {name: (results / name / "done.json").stat().st_mtime_ns for name in NAMES}  # nothing retrained
 
 
+def test_a_larger_budget_continues_finished_jobs(tmp_path):
+    results = tmp_path / "results"
+    grid = dict(methods=["tows90"], seeds=[0])
+    run(load(write_grid(tmp_path, **grid)), results)
+    run(load(write_grid(tmp_path, steps=600, **grid)), results)
+    check_finished(results, "td3-Pendulum-v1-tows90-seed0", steps=600)
+    from stable_baselines3 import TD3
+
+    model = TD3.load(results / "td3-Pendulum-v1-tows90-seed0" / "checkpoints" / "0000000600" / "model.zip")
+    assert model.buffer_size == 600 and model.num_timesteps == 600
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -152,3 +164,26 @@ def test_a_killed_job_resumes_and_finishes_like_an_uninterrupted_one(tmp_path):
     uninterrupted = tmp_path / "uninterrupted"
     assert sweep_cli(str(grid), "--results", str(uninterrupted)).returncode == 0
     assert done["n_updates"] == json.loads((uninterrupted / name / "done.json").read_text())["n_updates"]
+
+
+def test_grow_buffer_keeps_the_transitions_in_order_and_fills_on():
+    import numpy as np
+    from gymnasium import spaces
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    from sb3_sparse.sweep.checkpoint import grow_buffer
+
+    box = spaces.Box(-1, 1, (2,))
+    buffer = ReplayBuffer(5, box, box)
+    for i in range(5):
+        buffer.add(np.full(2, i), np.full(2, i + 1), np.zeros(2), np.array([i]), np.array([False]), [{}])
+    assert buffer.full and buffer.pos == 0
+    grow_buffer(buffer, 8)
+    assert (buffer.buffer_size, buffer.pos, buffer.full, buffer.size()) == (8, 5, False, 5)
+    assert buffer.observations[:5, 0, 0].tolist() == [0, 1, 2, 3, 4] and buffer.rewards[:5, 0].tolist() == [0, 1, 2, 3, 4]
+    for i in range(3):
+        buffer.add(np.full(2, 5 + i), np.zeros(2), np.zeros(2), np.array([5 + i]), np.array([False]), [{}])
+    assert buffer.full and buffer.rewards[:, 0].tolist() == list(range(8))
+    buffer.add(np.zeros(2), np.zeros(2), np.zeros(2), np.array([9]), np.array([False]), [{}])
+    with pytest.raises(ValueError, match="wrapped around"):
+        grow_buffer(buffer, 10)

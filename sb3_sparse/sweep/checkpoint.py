@@ -72,19 +72,52 @@ class Checkpoints:
             if old.is_dir() and old.name != final.name:
                 shutil.rmtree(old, ignore_errors=True)
 
-    def restore(self, algo_class: type, env: Any, device: str) -> tuple[Any, dict[str, Any]]:
-        """Load the latest checkpoint: the model (replay buffer included) and its state."""
+    def restore(self, algo_class: type, env: Any, device: str, buffer_size: int | None = None) -> tuple[Any, dict[str, Any]]:
+        """Load the latest checkpoint: the model (replay buffer included) and its state.
+
+        :param buffer_size: enlarge the restored replay buffer to this size (a grown budget).
+        """
         state = self.latest()
         assert state is not None, "no checkpoint to restore"
         folder = self.folder / state["folder"]
         model = algo_class.load(folder / "model.zip", env=env, device=device)
         if (folder / "replay_buffer.pkl").is_file():
             model.load_replay_buffer(folder / "replay_buffer.pkl")
+            if buffer_size is not None and buffer_size > model.replay_buffer.buffer_size:
+                grow_buffer(model.replay_buffer, buffer_size)
+                model.buffer_size = buffer_size
         rng = torch.load(folder / "rng.pt", weights_only=False)
         torch.set_rng_state(rng["torch"])
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
         return model, state
+
+
+_BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+
+
+def grow_buffer(buffer: Any, size: int) -> None:
+    """Enlarge a replay buffer that has not wrapped around (the sweep sizes it to the step budget).
+
+    The stored transitions keep their order and the buffer goes on filling after them, as a
+    buffer of ``size`` would have from the start.
+    """
+    if buffer.full and buffer.pos != 0:
+        raise ValueError("cannot enlarge a replay buffer that has wrapped around")
+    filled = buffer.buffer_size if buffer.full else buffer.pos
+
+    def grown(old: np.ndarray) -> np.ndarray:
+        new = np.zeros((size, *old.shape[1:]), dtype=old.dtype)
+        new[:filled] = old[:filled]
+        return new
+
+    for name in _BUFFER_ARRAYS:
+        old = getattr(buffer, name, None)
+        if isinstance(old, dict):  # DictReplayBuffer
+            setattr(buffer, name, {key: grown(value) for key, value in old.items()})
+        elif isinstance(old, np.ndarray):
+            setattr(buffer, name, grown(old))
+    buffer.buffer_size, buffer.pos, buffer.full = size, filled, False
 
 
 class Evaluations:

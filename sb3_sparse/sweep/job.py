@@ -160,9 +160,10 @@ def _train(job: Job, folder: Path) -> dict[str, Any]:
     from rl_zoo3.exp_manager import ExperimentManager
     from rl_zoo3.utils import ALGOS
 
+    overrides = _zoo_overrides(job)
     manager = ExperimentManager(
         argparse.Namespace(), job.algo, job.env, str(folder / "zoo"), n_timesteps=job.steps,
-        hyperparams=_zoo_overrides(job), config=str(job.config_path), eval_freq=-1, seed=job.seed,
+        hyperparams=overrides, config=str(job.config_path), eval_freq=-1, seed=job.seed,
         verbose=0, device=job.device,
     )  # fmt: skip
     model, _ = manager.setup_experiment()
@@ -171,7 +172,7 @@ def _train(job: Job, folder: Path) -> dict[str, Any]:
     checkpoints = Checkpoints(folder / "checkpoints")
     state: dict[str, Any] = {}
     if checkpoints.latest() is not None:
-        model, state = checkpoints.restore(ALGOS[job.algo], model.get_env(), job.device)
+        model, state = checkpoints.restore(ALGOS[job.algo], model.get_env(), job.device, overrides.get("buffer_size"))
     elif not (folder / "connectivity_start.json").is_file():
         write_json(folder / "connectivity_start.json", {"features": input_connectivity(model)})
     start = model.num_timesteps
