@@ -101,6 +101,12 @@ def test_tiny_grid_on_the_local_pool_then_rerun_skips(tmp_path):
     assert sorted(progress.done) == sorted(NAMES) and not progress.failed
     for name in NAMES:
         check_finished(results, name)
+    copy = sweep_cli(str(write_grid(tmp_path)), "--results", str(results), "--collect", str(tmp_path / "compact"))
+    assert copy.returncode == 0 and "copied 4 of 4" in copy.stdout
+    compact = tmp_path / "compact" / NAMES[1]
+    copied = sorted(str(p.relative_to(compact)) for p in compact.rglob("*.*"))
+    assert copied == ["config.yml", "connectivity_start.json", "done.json", "evaluations.csv", "job.json",
+                      "logs/0000000000/progress.csv"]  # fmt: skip
     stamps = {name: (results / name / "done.json").stat().st_mtime_ns for name in NAMES}
     again = run(load(write_grid(tmp_path)), results, workers=2)
     assert sorted(again.done) == sorted(NAMES)

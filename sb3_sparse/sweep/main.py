@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from .checkpoint import read_json
 from .grid import Job, load
+from .job import compact_files, write_files
 from .runners import Progress, run_local, run_ray
 
 
@@ -47,6 +49,21 @@ def run(
     return progress
 
 
+def collect(jobs: list[Job], results: str | Path, into: str | Path) -> list[str]:
+    """Copy the compact result files of the finished jobs into another folder (e.g. to commit them).
+
+    :return: the names of the jobs copied.
+    """
+    copied = []
+    for job in jobs:
+        folder = Path(results) / job.name
+        done = read_json(folder / "done.json")
+        if done is not None and done["timesteps"] >= job.steps:
+            write_files(Path(into) / job.name, compact_files(folder))
+            copied.append(job.name)
+    return copied
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sb3_sparse.sweep", description=__doc__)
     parser.add_argument("grid", help="grid file (YAML; see sb3_sparse/sweep/grid.py)")
@@ -57,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpus-per-job", type=float, default=0.0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--dry-run", action="store_true", help="list the jobs and exit")
+    parser.add_argument("--collect", metavar="DIR", help="copy the finished jobs' compact results into DIR and exit")
     args = parser.parse_args(argv)
     try:
         jobs = load(args.grid)
@@ -65,6 +83,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.dry_run:
         for job in jobs:
             print(job.name)
+        return
+    if args.collect:
+        copied = collect(jobs, args.results, args.collect)
+        print(f"copied {len(copied)} of {len(jobs)} jobs' compact results to {args.collect}")
         return
     progress = run(jobs, args.results, args.workers, args.ray_address, args.cpus_per_job, args.gpus_per_job,
                    progress_bar=not args.no_progress)  # fmt: skip
