@@ -11,6 +11,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .distributions import DISTRIBUTIONS
 
 METHODS = ("static", "set", "rigl", "gmp")
@@ -66,6 +68,7 @@ class SparseConfig:
     dormant_threshold: float = 0.1
 
     def __post_init__(self) -> None:
+        self._to_python_scalars()
         _check_choice("method", self.method, METHODS)
         _check_choice("distribution", self.distribution, tuple(DISTRIBUTIONS))
         _check_choice("drop_schedule", self.drop_schedule, DROP_SCHEDULES)
@@ -98,6 +101,19 @@ class SparseConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
+    def _to_python_scalars(self) -> None:
+        """NumPy scalars (``np.float32(0.5)``, ``np.int64(50)``) become the Python numbers they equal.
+
+        They are valid settings wherever Python numbers are; converting them first lets the checks
+        below and everything downstream (``isinstance(..., int)``, saved ``policy_kwargs``) treat
+        them alike, and error messages show ``5.0`` rather than ``np.float32(5.0)``.
+        """
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, tuple):
+                value = tuple(_python_scalar(v) for v in value)
+            object.__setattr__(self, field.name, _python_scalar(value))
+
     @property
     def evolves(self) -> bool:
         """Whether the topology changes during training."""
@@ -107,6 +123,10 @@ class SparseConfig:
         """Sparsity of the ``"actor"`` or ``"critic"`` network."""
         specific = self.actor_sparsity if role == "actor" else self.critic_sparsity
         return self.sparsity if specific is None else specific
+
+
+def _python_scalar(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _is_number(value: Any) -> bool:
@@ -187,11 +207,24 @@ def resolve_config(preset: str | None, algo: str, overrides: dict[str, Any]) -> 
     if preset not in PRESETS:
         allowed = sorted(set(PRESETS) | set(PRESET_ALIASES))
         raise ValueError(f"Unknown preset={preset!r}; allowed: {allowed}")
-    values = {"drop_fraction": DEFAULT_DROP_FRACTION.get(algo, 0.05)} | PRESETS[preset]
-    values |= {k: v for k, v in overrides.items() if v is not None}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    _check_lambdas_alone(given)
+    values = {"drop_fraction": DEFAULT_DROP_FRACTION.get(algo, 0.05)} | PRESETS[preset] | given
     if values.get("lambdas") is not None:
         values["lambdas"] = tuple(values["lambdas"])
     return SparseConfig(**values)
+
+
+def _check_lambdas_alone(given: dict[str, Any]) -> None:
+    """``lambdas`` fix every layer's count: a sparsity given with them would be silently ignored."""
+    if given.get("lambdas") is None:
+        return
+    for name in ("sparsity", "actor_sparsity", "critic_sparsity"):
+        if name in given:
+            raise ValueError(
+                f"lambdas={given['lambdas']!r} and {name}={_python_scalar(given[name])!r} were both given; "
+                f"lambdas set every sparse layer's count, so pass either lambdas or {name}, not both"
+            )
 
 
 def _unknown_message(name: str, allowed: tuple[str, ...]) -> str:

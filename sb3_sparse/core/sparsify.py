@@ -52,7 +52,7 @@ def sparsify_(network: nn.Module, config: SparseConfig, sparsity: float, sparse_
     shapes = [tuple(m.weight.shape) for _, m in named]
     if config.lambdas is not None:
         sparse_shapes = [s for s, flag in zip(shapes, is_sparse, strict=True) if flag]
-        sparse_counts = iter(lambda_counts(sparse_shapes, _tile(config.lambdas, len(sparse_shapes))))
+        sparse_counts = iter(lambda_counts(sparse_shapes, _tile(config.lambdas, sparse_shapes)))
         counts = [next(sparse_counts) if flag else math.prod(s) for s, flag in zip(shapes, is_sparse, strict=True)]
     else:
         counts = layer_counts(shapes, is_sparse, sparsity, config.distribution)
@@ -84,8 +84,16 @@ def record_output_positions(module: nn.Module, example: torch.Tensor) -> None:
             handle.remove()
 
 
-def _tile(lambdas: tuple[float, ...], n_layers: int) -> tuple[float, ...]:
-    """Repeat per-layer lambdas over identical sub-networks (the critic's Q-networks)."""
-    if n_layers % len(lambdas):
-        raise ValueError(f"lambdas needs one value per sparse layer ({n_layers} here), got {len(lambdas)}: {list(lambdas)}")
-    return lambdas * (n_layers // len(lambdas))
+def _tile(lambdas: tuple[float, ...], shapes: list[tuple[int, ...]]) -> tuple[float, ...]:
+    """Repeat per-layer lambdas over identical sub-networks (the critic's Q-networks).
+
+    Only whole sub-networks repeat: the layer shapes must repeat with the lambdas, so one value
+    on two different layers is an error rather than a silent broadcast.
+    """
+    n = len(lambdas)
+    if n == len(shapes) or (len(shapes) % n == 0 and shapes == shapes[:n] * (len(shapes) // n)):
+        return lambdas * (len(shapes) // n)
+    raise ValueError(
+        f"lambdas needs one value per sparse layer ({len(shapes)} sparse layers here, shapes {shapes}) or per "
+        f"layer of one of several identical sub-networks (the critic's Q-networks); got lambdas={list(lambdas)}"
+    )
