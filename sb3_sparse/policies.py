@@ -18,6 +18,7 @@ from torch import nn
 from .core.config import FIELDS, PRESET_POLICY_DEFAULTS, SparseConfig, resolve_config
 from .core.controller import SparseController
 from .core.sparsify import record_output_positions, sparsify_
+from .networks import make_sparse_class_
 
 # Attributes an algorithm reads from its policy, and the policies that have them.
 _ALGORITHM_ATTRIBUTES = {
@@ -87,7 +88,7 @@ class SparsePolicyMixin:
     def _sparse(self, network: nn.Module, role: str) -> nn.Module:
         """Make ``network`` sparse at the configured sparsity of ``role`` (``"actor"``/``"critic"``)."""
         sparsify_(network, self.sparse_config, self.sparse_config.network_sparsity(role))
-        return network
+        return make_sparse_class_(network)
 
     def _build(self, lr_schedule: Schedule) -> None:
         super()._build(lr_schedule)  # type: ignore[misc]
