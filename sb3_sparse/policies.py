@@ -15,6 +15,7 @@ from stable_baselines3.sac.policies import SACPolicy
 from stable_baselines3.td3.policies import TD3Policy
 from torch import nn
 
+from .algorithms import calling_algorithm, check_algorithm
 from .core.config import FIELDS, PRESET_POLICY_DEFAULTS, SparseConfig, resolve_config
 from .core.controller import SparseController
 from .core.sparsify import record_output_positions, sparsify_
@@ -45,13 +46,13 @@ class SparsePolicyMixin:
     sparse_controller: SparseController
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule: Schedule, **kwargs: Any):
-        if "use_sde" in kwargs and self.algorithm_family != "sac":
-            raise TypeError(f"{type(self).__name__} fits {self.fits}, not SAC; SAC takes 'SparseMlpPolicy' (SparseSACPolicy)")
+        check_algorithm(type(self), calling_algorithm())
         if not isinstance(action_space, self.action_space_type):
             raise TypeError(f"{type(self).__name__} fits {self.fits}; it cannot act in {action_space}")
         preset = kwargs.pop("preset", None)
         sparse = {k: kwargs.pop(k) for k in list(kwargs) if k in FIELDS}
-        self.sparse_config = resolve_config(preset, self.algorithm_family, self.class_defaults | sparse)
+        owner = f"{type(self).__name__} ({self.fits})"
+        self.sparse_config = resolve_config(preset, self.algorithm_family, self.class_defaults | sparse, owner)
         self._sparse_kwargs = {"preset": preset, **sparse}
         for key, value in PRESET_POLICY_DEFAULTS.get(preset or "", {}).items():
             kwargs.setdefault(key, getattr(nn, value))

@@ -2,8 +2,11 @@
 
 import numpy as np
 import pytest
-from stable_baselines3 import SAC, TD3
+from sb3_contrib import QRDQN, TQC
+from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
 
+from sb3_sparse import SparseSACPolicy, SparseTD3Policy
+from sb3_sparse.contrib import SparseQRDQNPolicy
 from sb3_sparse.core.config import SparseConfig, resolve_config
 
 SMALL = dict(net_arch=[32, 32])
@@ -67,3 +70,41 @@ def test_numpy_scalars_in_policy_kwargs():
 def test_numpy_scalars_are_checked_like_python_numbers(settings, message):
     with pytest.raises(ValueError, match=message):
         SparseConfig(**settings)
+
+
+@pytest.mark.parametrize(
+    "algo, policy, message",
+    [
+        (PPO, SparseSACPolicy, "SparseSACPolicy fits SAC, not PPO; PPO has no sparse policy"),
+        (PPO, SparseTD3Policy, "SparseTD3Policy fits TD3 and DDPG, not PPO; PPO has no sparse policy"),
+        (A2C, SparseTD3Policy, "SparseTD3Policy fits TD3 and DDPG, not A2C; A2C has no sparse policy"),
+        (SAC, SparseTD3Policy, r"SparseTD3Policy fits TD3 and DDPG, not SAC; SAC takes 'SparseMlpPolicy' \(SparseSACPolicy\)"),
+        (TD3, SparseSACPolicy, r"SparseSACPolicy fits SAC, not TD3; TD3 takes 'SparseMlpPolicy' \(SparseTD3Policy\)"),
+        (DDPG, SparseSACPolicy, r"SparseSACPolicy fits SAC, not DDPG; DDPG takes 'SparseMlpPolicy' \(SparseTD3Policy\)"),
+        (TQC, SparseSACPolicy, r"SparseSACPolicy fits SAC, not TQC; TQC takes 'SparseMlpPolicy' \(SparseTQCPolicy\)"),
+    ],
+)
+def test_a_sparse_policy_names_the_algorithm_it_is_used_with(algo, policy, message):
+    with pytest.raises(TypeError, match=message):
+        algo(policy, "Pendulum-v1", policy_kwargs={**SMALL})
+
+
+def test_the_right_policy_class_passes_the_check():
+    assert type(DDPG(SparseTD3Policy, "Pendulum-v1", policy_kwargs={**SMALL}).policy) is SparseTD3Policy
+    assert type(QRDQN("SparseMlpPolicy", "CartPole-v1", policy_kwargs={**SMALL}).policy) is SparseQRDQNPolicy
+
+
+@pytest.mark.parametrize(
+    "algo, env, preset, allowed",
+    [
+        (TD3, "Pendulum-v1", "dqn-rigl", "'ds', 'ds-td3', 'set', 'static', 'tows'"),
+        (TD3, "Pendulum-v1", "ds-sac", "'ds', 'ds-td3', 'set', 'static', 'tows'"),
+        (SAC, "Pendulum-v1", "dqn-gmp", "'ds', 'ds-sac', 'set', 'static', 'tows'"),
+        (DQN, "CartPole-v1", "tows", "'dqn-gmp', 'dqn-rigl', 'dqn-rigl-nobias', 'static'"),
+        (DQN, "CartPole-v1", "set", "'dqn-gmp', 'dqn-rigl', 'dqn-rigl-nobias', 'static'"),
+    ],
+)
+def test_a_preset_of_another_algorithm_is_an_error(algo, env, preset, allowed):
+    policy = algo.policy_aliases["SparseMlpPolicy"].__name__
+    with pytest.raises(ValueError, match=rf"preset='{preset}' is for .*; {policy} \(.*\) takes preset in \[{allowed}\]"):
+        algo("SparseMlpPolicy", env, policy_kwargs={**SMALL, "preset": preset})

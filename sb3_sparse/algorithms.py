@@ -1,0 +1,57 @@
+"""Which algorithm a sparse policy is built for, and whether the policy fits it."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+SUPPORTED = "TD3, DDPG, SAC, DQN and sb3-contrib's QR-DQN, TQC and CrossQ"
+_MAX_FRAMES = 16  # the algorithm's _setup_model is a few frames above the policy's __init__
+
+
+def calling_algorithm() -> BaseAlgorithm | None:
+    """The SB3 algorithm whose ``_setup_model`` is building a policy right now, if any.
+
+    Read from the call stack: the keyword arguments SB3 passes a policy do not tell the
+    algorithms apart (SAC and every on-policy algorithm pass ``use_sde``; TD3, DDPG and DQN
+    pass nothing of their own), but the algorithm object is the ``self`` of a calling frame.
+
+    :return: the algorithm, or ``None`` when the policy is built directly.
+    """
+    frame = inspect.currentframe()
+    try:
+        for _ in range(_MAX_FRAMES):
+            frame = frame.f_back if frame is not None else None
+            if frame is None:
+                return None
+            candidate = frame.f_locals.get("self")
+            if isinstance(candidate, BaseAlgorithm):
+                return candidate
+        return None
+    finally:
+        del frame  # frames hold references to their locals
+
+
+def check_algorithm(policy_class: type, algorithm: Any) -> None:
+    """Fail with the right class's name when ``policy_class`` does not fit ``algorithm``.
+
+    :param policy_class: the sparse policy class being built.
+    :param algorithm: the algorithm building it (``None``: built directly, nothing to check).
+    :raises TypeError: the policy belongs to another algorithm, or the algorithm has no sparse policy.
+    """
+    if algorithm is None:
+        return
+    name = type(algorithm).__name__
+    aliases = getattr(type(algorithm), "policy_aliases", {})
+    sparse = [cls for cls in aliases.values() if isinstance(cls, type) and hasattr(cls, "algorithm_family")]
+    if any(issubclass(policy_class, cls) for cls in sparse):
+        return
+    fits = getattr(policy_class, "fits", "another algorithm")
+    if not sparse:
+        raise TypeError(
+            f"{policy_class.__name__} fits {fits}, not {name}; {name} has no sparse policy (sb3-sparse serves {SUPPORTED})"
+        )
+    right = aliases.get("SparseMlpPolicy", sparse[0])
+    raise TypeError(f"{policy_class.__name__} fits {fits}, not {name}; {name} takes 'SparseMlpPolicy' ({right.__name__})")
