@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import warnings
 from typing import Any, ClassVar
 
 from gymnasium import spaces
@@ -28,6 +29,10 @@ _ALGORITHM_ATTRIBUTES = {
     "q_net_target": "DQN (SparseDQNPolicy)",
     "quantile_net": "QR-DQN",
 }
+SHARED_EXTRACTOR_DENSE = (
+    "sb3_sparse: the features extractor shared by actor and critic (share_features_extractor=True) stays dense; "
+    "only the actor's and critics' own layers are sparse. Pass share_features_extractor=False for sparse extractors."
+)
 
 
 class SparsePolicyMixin:
@@ -87,8 +92,18 @@ class SparsePolicyMixin:
         return data
 
     def _sparse(self, network: nn.Module, role: str) -> nn.Module:
-        """Make ``network`` sparse at the configured sparsity of ``role`` (``"actor"``/``"critic"``)."""
-        sparsify_(network, self.sparse_config, self.sparse_config.network_sparsity(role))
+        """Make ``network`` sparse at the configured sparsity of ``role`` (``"actor"``/``"critic"``).
+
+        A features extractor shared by actor and critic stays dense: one network's optimizer
+        trains it while the other reads it, and its target copy follows both, so no network
+        could keep it sparse on its own (its layers would be masked and evolved twice).
+        """
+        dense = ("features_extractor",) if getattr(self, "share_features_extractor", False) else ()
+        if dense and role == "actor" and not getattr(self, "_warned_shared", False):
+            self._warned_shared = any(isinstance(m, (nn.Linear, nn.Conv2d)) for m in network.features_extractor.modules())
+            if self._warned_shared:  # an extractor without weights (the default) loses nothing
+                warnings.warn(SHARED_EXTRACTOR_DENSE, stacklevel=4)
+        sparsify_(network, self.sparse_config, self.sparse_config.network_sparsity(role), dense=dense)
         return make_sparse_class_(network)
 
     def _build(self, lr_schedule: Schedule) -> None:

@@ -36,15 +36,22 @@ def output_layer_names(network: nn.Module, hidden_heads: tuple[str, ...] = ("lat
     return outputs
 
 
-def sparsify_(network: nn.Module, config: SparseConfig, sparsity: float, sparse_biases: bool = True) -> list[int]:
+def sparsify_(
+    network: nn.Module, config: SparseConfig, sparsity: float, sparse_biases: bool = True, dense: tuple[str, ...] = ()
+) -> list[int]:
     """Replace the network's Linear/Conv2d layers by masked ones; return active counts per layer.
 
     :param network: a built network (its dense layers are replaced in place).
     :param config: supplies the distribution, lambdas, ``sparse_output_layer`` and ``bias``.
     :param sparsity: the network's sparsity (ignored when ``config.lambdas`` is set).
     :param sparse_biases: whether ``config.bias=False`` may remove this network's biases.
+    :param dense: submodules (dotted names) left dense and out of the count, e.g. a shared features extractor.
     """
-    named = [(n, m) for n, m in network.named_modules() if isinstance(m, WEIGHTED)]
+    named = [
+        (n, m)
+        for n, m in network.named_modules()
+        if isinstance(m, WEIGHTED) and not any(n == d or n.startswith(f"{d}.") for d in dense)
+    ]
     if not named:
         raise ValueError(f"{type(network).__name__} has no Linear or Conv2d layer to make sparse")
     outputs = output_layer_names(network)
