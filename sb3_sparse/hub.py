@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .model_card import model_card, sparsity_report
+from .model_card import model_card, public_train_command, sparsity_report
 
 
 @dataclass
@@ -77,13 +77,8 @@ def record_video(model: Any, env: Any, path: Path, length: int, deterministic: b
 
 
 def _train_command(path: Path) -> str | None:
-    """The zoo's ``command.txt`` with the interpreter's path shortened to ``python``."""
-    if not path.is_file():
-        return None
-    words = path.read_text().split()
-    if words and Path(words[0]).name.startswith("python"):
-        words[0] = "python"
-    return " ".join(words)
+    """The zoo's ``command.txt`` as the card shows it (:func:`sb3_sparse.model_card.public_train_command`)."""
+    return public_train_command(path.read_text()) if path.is_file() else None
 
 
 def _evaluate(model: Any, env: Any, n_episodes: int, deterministic: bool, folder: Path) -> tuple[float, float]:

@@ -121,7 +121,7 @@ def test_model_card_sparsity_section(repo):
     assert "| `mask_optimizer_moments` | `True` |" in text and "| topology age |" in text
     assert 'pip install "sb3-sparse==' in text and "import sb3_sparse" in text
     assert 'load_from_hub(repo_id="sparse-org/td3-Pendulum-v1", filename="td3-Pendulum-v1.zip")' in text
-    assert "python -m rl_zoo3.load_from_hub --algo td3 --env Pendulum-v1 -orga sparse-org -f logs/" in text
+    assert "python -m rl_zoo3.load_from_hub --algo td3 --env Pendulum-v1 -orga sparse-org -f from_hub/" in text
     assert "python -m rl_zoo3.train --algo td3 --env Pendulum-v1 -conf" in text  # the command that trained it
 
 
