@@ -16,7 +16,7 @@ from stable_baselines3.sac.policies import SACPolicy
 from stable_baselines3.td3.policies import TD3Policy
 from torch import nn
 
-from .algorithms import calling_algorithm, check_algorithm
+from .algorithms import calling_algorithm, check_algorithm, ensure_zoo_patch
 from .core.config import FIELDS, PRESET_POLICY_DEFAULTS, SparseConfig, resolve_config
 from .core.controller import SparseController
 from .core.sparsify import record_output_positions, sparsify_
@@ -52,6 +52,7 @@ class SparsePolicyMixin:
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule: Schedule, **kwargs: Any):
         check_algorithm(type(self), calling_algorithm())
+        ensure_zoo_patch()
         if not isinstance(action_space, self.action_space_type):
             raise TypeError(f"{type(self).__name__} fits {self.fits}; it cannot act in {action_space}")
         preset = kwargs.pop("preset", None)

@@ -190,7 +190,7 @@ def test_upload_and_offline_modes(zoo_run, tmp_path, monkeypatch, capsys):
         ("upload_folder", "me/sparse-td3", folder, "first upload"),
     ]
     assert not (folder / "replay.mp4").exists()  # --no-render
-    assert "-orga me -name sparse-td3 -f logs/" in (folder / "README.md").read_text()
+    assert "-orga me -name sparse-td3 -f from_hub/" in (folder / "README.md").read_text()
 
 
 def test_the_folder_is_written_when_no_video_can_be_made(zoo_run, tmp_path, monkeypatch, capsys):
