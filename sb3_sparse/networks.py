@@ -46,7 +46,7 @@ def mask_like_(module: nn.Module, state_dict: Mapping[str, Any]) -> None:
 
 
 def make_sparse_class_(network: nn.Module) -> nn.Module:
-    """Give ``network`` the sparse subclass of its class (kept in a module-level table, so it pickles).
+    """Give ``network`` the sparse subclass of its class (a module attribute, so it pickles by reference).
 
     :param network: a network the sparse policy just sparsified.
     :return: the same network.
@@ -55,10 +55,11 @@ def make_sparse_class_(network: nn.Module) -> nn.Module:
     if isinstance(network, SparseNetworkMixin):
         return network
     if base not in _CLASSES:
-        name = f"Sparse{base.__name__}"
-        if name in globals():  # another SB3 class of the same name (TD3's and SAC's Actor)
-            name = f"{name}_{base.__module__.split('.')[-2]}"
-        cls = type(name, (SparseNetworkMixin, base), {"__module__": __name__, "__doc__": base.__doc__})
-        globals()[name] = _CLASSES[base] = cls
+        # Shown as Sparse<Name>; found (by pickle) under a name unique to the base class, since
+        # SB3 has several classes of one name (TD3's and SAC's Actor).
+        key = f"Sparse_{base.__module__.replace('.', '_')}_{base.__qualname__}"
+        cls = type(f"Sparse{base.__name__}", (SparseNetworkMixin, base), {"__module__": __name__, "__doc__": base.__doc__})
+        cls.__qualname__ = key
+        globals()[key] = _CLASSES[base] = cls
     network.__class__ = _CLASSES[base]
     return network
