@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from stable_baselines3 import TD3
 
@@ -135,3 +137,21 @@ def test_continue_training_names_the_downloaded_run():
         "python -m rl_zoo3.train --algo td3 --env Pendulum-v1 -f logs/ -i from_hub/dqn/ALE-Pong-v5_1/ALE-Pong-v5.zip" in text
     )
     assert "python -m sb3_sparse info from_hub/dqn/ALE-Pong-v5_1/ALE-Pong-v5.zip" in text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--algo", "td3"], "no run to package: The .*nowhere/td3 folder was not found"),
+        (["--algo", "td3", "--exp-id", "3"], "no run to package: The .*nowhere/td3/Pendulum-v1_3 folder was not found"),
+        (["--algo", "magic"], r"--algo 'magic' is not an rl-zoo3 algorithm; allowed: \[.*'td3'"),
+    ],
+)
+def test_hub_without_a_run_to_package(tmp_path, capsys, args, message):
+    from sb3_sparse import hub
+
+    argv = [*args, "--env", "Pendulum-v1", "-f", str(tmp_path / "nowhere"), "-orga", "me", "--local-dir", str(tmp_path)]
+    assert hub.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("python -m sb3_sparse.hub: error: ")
+    assert re.search(message, err)
