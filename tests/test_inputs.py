@@ -40,7 +40,7 @@ def test_lambdas_with_a_presets_sparsity_is_fine():
         dict(sparsity=np.float32(0.5), drop_fraction=np.float64(0.1), update_interval=np.int64(50)),
         dict(end_fraction=np.float32(0.5), dormant_interval=np.int32(10), dormant_threshold=np.float32(0.2)),
         dict(method="gmp", initial_sparsity=np.float32(0.1), prune_start_fraction=np.float16(0.1)),
-        dict(lambdas=(np.int64(4), np.float32(16.0)), sparsity=None),
+        dict(lambdas=(np.int64(4), np.float32(16.0))),
         dict(mask_optimizer_moments=np.bool_(True)),
     ],
 )
