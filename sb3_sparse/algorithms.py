@@ -70,7 +70,7 @@ def check_algorithm(policy_class: type, algorithm: Any) -> None:
 
     :param policy_class: the sparse policy class being built.
     :param algorithm: the algorithm building it (``None``: built directly, nothing to check).
-    :raises TypeError: the policy belongs to another algorithm, or the algorithm has no sparse policy.
+    :raises TypeError: the policy belongs to another algorithm, or SB3/sb3-contrib's algorithm has no sparse policy.
     """
     if algorithm is None:
         return
@@ -79,6 +79,8 @@ def check_algorithm(policy_class: type, algorithm: Any) -> None:
     sparse = [cls for cls in aliases.values() if isinstance(cls, type) and hasattr(cls, "algorithm_family")]
     if any(issubclass(policy_class, cls) for cls in sparse):
         return
+    if not sparse and not type(algorithm).__module__.startswith(("stable_baselines3", "sb3_contrib")):
+        return  # a user's own algorithm: it may well call the policy as TD3 or SAC do
     fits = getattr(policy_class, "fits", "another algorithm")
     if not sparse:
         raise TypeError(

@@ -1,9 +1,12 @@
 """Bad inputs and their messages (issue #11): lambdas rules, NumPy scalars, algorithm and preset checks."""
 
+from typing import ClassVar
+
 import numpy as np
 import pytest
 from sb3_contrib import QRDQN, TQC
 from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
+from stable_baselines3.td3.policies import TD3Policy
 
 from sb3_sparse import SparseSACPolicy, SparseTD3Policy
 from sb3_sparse.contrib import SparseQRDQNPolicy
@@ -89,7 +92,14 @@ def test_a_sparse_policy_names_the_algorithm_it_is_used_with(algo, policy, messa
         algo(policy, "Pendulum-v1", policy_kwargs={**SMALL})
 
 
+class OwnAlgorithm(TD3):
+    """A user's algorithm without sparse aliases: its policy is the user's business."""
+
+    policy_aliases: ClassVar[dict] = {"MlpPolicy": TD3Policy}
+
+
 def test_the_right_policy_class_passes_the_check():
+    assert type(OwnAlgorithm(SparseTD3Policy, "Pendulum-v1", policy_kwargs={**SMALL}).policy) is SparseTD3Policy
     assert type(DDPG(SparseTD3Policy, "Pendulum-v1", policy_kwargs={**SMALL}).policy) is SparseTD3Policy
     assert type(QRDQN("SparseMlpPolicy", "CartPole-v1", policy_kwargs={**SMALL}).policy) is SparseQRDQNPolicy
 
