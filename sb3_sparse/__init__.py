@@ -4,6 +4,8 @@ Importing this package registers the ``"SparseMlpPolicy"`` alias on TD3, DDPG, S
 (``"SparseCnnPolicy"`` too on DQN), and on sb3-contrib's QR-DQN, TQC and CrossQ when installed.
 """
 
+import sys
+
 from stable_baselines3 import DQN, SAC, TD3
 
 from .callback import SparseTrainingCallback
@@ -23,6 +25,10 @@ try:  # sb3-contrib is optional
     from . import contrib  # registers the aliases on QR-DQN, TQC and CrossQ
 except ImportError:  # pragma: no cover - depends on the environment
     contrib = None
+
+if "rl_zoo3" in sys.modules:  # imported by rl-zoo3 (a file naming sb3_sparse.SparseTD3Policy, --gym-packages sb3_sparse)
+    # Without the patch, -optimize would replace the file's sparse policy_kwargs by dense samples.
+    from . import zoo  # noqa: F401
 
 __all__ = [
     "PRESETS",

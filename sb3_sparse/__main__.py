@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+
+class BadInput(Exception):
+    """An input the command cannot use: reported as one line on stderr, exit status 2."""
 
 
 def _format_summary(info: dict) -> str:
@@ -21,7 +26,7 @@ def _format_summary(info: dict) -> str:
         for layer_name, layer in net["layers"].items():
             counts = f"{layer['active_weights']:>7,} / {layer['dense_weights']:>7,}"
             lines.append(f"    {layer_name:<12} sparsity {layer['sparsity']:.4f}  {counts}")
-    if "train_flops" in info:
+    if info.get("dense_train_flops"):  # none before the first gradient update
         ratio = info["train_flops"] / info["dense_train_flops"]
         lines.append(
             f"training FLOPs for {info['n_updates']:,} updates: {info['train_flops']:.3e} "
@@ -33,15 +38,36 @@ def _format_summary(info: dict) -> str:
     return "\n".join(lines)
 
 
-def info(path: str) -> None:
-    """Print what a saved sparse agent is made of."""
+def _load_data(path: str) -> dict:
+    """The saved model's data, or :class:`BadInput` naming the path and what is wrong with it."""
     from stable_baselines3.common.save_util import load_from_zip_file
 
+    if not Path(path).is_file():  # SB3 would also try PATH.zip and name that in its error
+        raise BadInput(f"{path}: no such file; PATH must be a model .zip saved by Stable-Baselines3")
+    try:
+        data, _, _ = load_from_zip_file(path, load_data=True)
+    except Exception as error:  # a corrupt or foreign zip fails in many ways (BadZipFile, KeyError, JSON, pickle)
+        reason = str(error).removeprefix("Error: ")
+        raise BadInput(f"{path}: not a model saved by Stable-Baselines3 ({reason})") from None
+    if not data or "policy_class" not in data:
+        raise BadInput(f"{path}: not a model saved by Stable-Baselines3 (no policy class in its data)")
+    return data
+
+
+def info(path: str) -> None:
+    """Print what a saved sparse agent is made of.
+
+    :param path: the model's zip file.
+    :raises BadInput: a missing, corrupt or dense model file.
+    """
     import sb3_sparse
     from sb3_sparse.hub_utils import algorithm_of
 
-    data, _, _ = load_from_zip_file(path, load_data=True)
-    algo = algorithm_of(data)
+    data = _load_data(path)
+    try:
+        algo = algorithm_of(data)
+    except TypeError as error:
+        raise BadInput(f"{path}: {error}; info describes models trained with 'SparseMlpPolicy'") from None
     # A one-transition replay buffer: inspecting needs none (an Atari buffer would take gigabytes).
     overrides = {"buffer_size": 1} if "buffer_size" in data else {}
     if data.get("optimize_memory_usage"):
@@ -75,12 +101,13 @@ def demo(steps: int, out: str, seed: int, flush_denormal: bool = True) -> None:
     model.learn(steps, callback=callback, progress_bar=sys.stdout.isatty())
     elapsed = time.time() - start
     mean, std = evaluate_policy(model, model.get_env(), n_eval_episodes=10)
+    out = out if out.endswith(".zip") else f"{out}.zip"  # the name SB3's save writes
     model.save(out)
     summary = sb3_sparse.summary(model, n_updates=model._n_updates)
     summary["n_updates"] = model._n_updates
     print(_format_summary(summary))
     print(f"trained {steps:,} steps in {elapsed:.0f} s; evaluation return {mean:.1f} +/- {std:.1f} (untrained: {before:.1f})")
-    print(f"saved to {out}.zip (inspect with: python -m sb3_sparse info {out}.zip)")
+    print(f"saved to {out} (inspect with: python -m sb3_sparse info {out})")
     if not np.isfinite(mean):
         raise SystemExit(1)
 
@@ -99,10 +126,14 @@ def main(argv: list[str] | None = None) -> None:
         help="flush denormal floats to zero while training (default: on; see docs/benchmarks.md)",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    if args.command == "info":
-        info(args.path)
-    else:
-        demo(args.steps, args.out, args.seed, args.flush_denormal)
+    try:
+        if args.command == "info":
+            info(args.path)
+        else:
+            demo(args.steps, args.out, args.seed, args.flush_denormal)
+    except BadInput as error:
+        print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -27,7 +27,23 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .model_card import model_card, sparsity_report
+from .model_card import model_card, public_train_command, sparsity_report
+
+
+class RunNotFound(Exception):
+    """The run to package cannot be found: reported as one line on stderr, exit status 2."""
+
+
+def _locate_run(algo: str, folder: str, env_name: Any, exp_id: int, best: bool, checkpoint: int | None, last: bool):
+    """rl-zoo3's model and log paths of the run, or :class:`RunNotFound` naming the options to fix."""
+    from rl_zoo3.utils import ALGOS, get_model_path
+
+    if algo not in ALGOS:
+        raise RunNotFound(f"--algo {algo!r} is not an rl-zoo3 algorithm; allowed: {sorted(ALGOS)}")
+    try:
+        return get_model_path(exp_id, folder, algo, env_name, best, checkpoint, last)
+    except (AssertionError, ValueError) as error:  # rl-zoo3 asserts the folder, raises for the model file
+        raise RunNotFound(f"no run to package: {error} (-f/--folder, --algo, --env, --exp-id: 0 is the latest run)") from None
 
 
 @dataclass
@@ -77,13 +93,8 @@ def record_video(model: Any, env: Any, path: Path, length: int, deterministic: b
 
 
 def _train_command(path: Path) -> str | None:
-    """The zoo's ``command.txt`` with the interpreter's path shortened to ``python``."""
-    if not path.is_file():
-        return None
-    words = path.read_text().split()
-    if words and Path(words[0]).name.startswith("python"):
-        words[0] = "python"
-    return " ".join(words)
+    """The zoo's ``command.txt`` as the card shows it (:func:`sb3_sparse.model_card.public_train_command`)."""
+    return public_train_command(path.read_text()) if path.is_file() else None
 
 
 def _evaluate(model: Any, env: Any, n_episodes: int, deterministic: bool, folder: Path) -> tuple[float, float]:
@@ -143,15 +154,16 @@ def package(
     :param env_kwargs: extra environment keyword arguments.
     :param install: the pip requirement shown in the card (default: this version of sb3-sparse).
     :return: what was written.
+    :raises RunNotFound: no such algorithm, run folder or model file.
     """
     from huggingface_sb3 import EnvironmentName, ModelName
     from rl_zoo3.exp_manager import ExperimentManager
-    from rl_zoo3.utils import ALGOS, create_test_env, get_model_path, get_saved_hyperparams
+    from rl_zoo3.utils import ALGOS, create_test_env, get_saved_hyperparams
 
     import sb3_sparse
 
     env_name = EnvironmentName(env_id)
-    _, model_path, log_path = get_model_path(exp_id, folder, algo, env_name, load_best, load_checkpoint, load_last_checkpoint)
+    _, model_path, log_path = _locate_run(algo, folder, env_name, exp_id, load_best, load_checkpoint, load_last_checkpoint)
     print(f"Packaging {model_path}")
     stats_path = os.path.join(log_path, env_name)
     hyperparams, maybe_stats_path = get_saved_hyperparams(stats_path, test_mode=True)
@@ -307,14 +319,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
-    from huggingface_hub import constants
 
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
     deterministic = True if args.deterministic else (False if args.stochastic else None)
     repo_name = args.repo_name or f"{args.algo}-{args.env.replace('/', '-')}"
     out_dir = args.local_dir if args.local_dir is not None else Path("hub") / repo_name
-    result = package(
+    try:
+        result = _package(args, out_dir, deterministic)
+    except RunNotFound as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    return _publish(args, result)
+
+
+def _package(args: argparse.Namespace, out_dir: Path, deterministic: bool | None) -> Packaged:
+    return package(
         algo=args.algo,
         env_id=args.env,
         folder=args.folder,
@@ -334,6 +354,12 @@ def main(argv: list[str] | None = None) -> int:
         env_kwargs=args.env_kwargs,
         install=args.install,
     )
+
+
+def _publish(args: argparse.Namespace, result: Packaged) -> int:
+    """Upload the folder unless ``--local-dir`` or ``HF_HUB_OFFLINE``; return the exit status."""
+    from huggingface_hub import constants
+
     print(f"Wrote the repository folder {result.folder} for {result.repo_id}")
     if args.local_dir is not None:
         print("--local-dir given: nothing uploaded")

@@ -34,7 +34,7 @@ def algorithm_of(data: dict[str, Any]) -> type[BaseAlgorithm]:
     policy_class = data["policy_class"]
     family = getattr(policy_class, "algorithm_family", None)
     if family is None:
-        raise TypeError(f"not a sparse model: policy {getattr(policy_class, '__name__', policy_class)}")
+        raise TypeError(f"not a sparse model (policy {getattr(policy_class, '__name__', policy_class)})")
     matches = [algo for algo in known_algorithms() if policy_class in algo.policy_aliases.values()]
     if TD3 in matches or DDPG in matches:  # TD3 and DDPG share their alias table
         # SB3's DDPG is TD3 with one critic, no policy delay and target noise clipped to 0.

@@ -6,11 +6,71 @@ Used by :mod:`sb3_sparse.hub`; kept apart so the card can be built and tested wi
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from pprint import pformat
 from typing import Any
 
+from .card_settings import applicable_settings, method_name
+
 # Networks a dense SB3 policy trains, by attribute name (sparse policies name theirs in the controller).
 DENSE_NETWORKS = ("critic", "actor", "q_net", "quantile_net")
+# Where a downloaded agent lands: rl_zoo3.load_from_hub into an empty folder makes run 1.
+DOWNLOAD_FOLDER = "from_hub"
+# rl-zoo3 train options whose value is a path, by what the card shows instead of a local path.
+_CONF_OPTIONS = ("-conf", "--conf-file")
+_FOLDER_OPTIONS = ("-f", "--log-folder")
+_HYPERPARAMS_VARIABLE = "SB3_SPARSE_HYPERPARAMS"
+_LOCATE_HYPERPARAMS = (
+    f"{_HYPERPARAMS_VARIABLE}=\"$(python -c 'import os, sb3_sparse; "
+    f"print(os.path.join(os.path.dirname(sb3_sparse.__file__), 'hyperparams'))')\""
+)
+
+
+def _shipped_hyperparams() -> set[str]:
+    """Names of the rl-zoo3 files installed with the package (sb3_sparse/hyperparams).
+
+    Private stand-in for the package's file-locating helper (being added elsewhere).
+    """
+    return {path.name for path in (Path(__file__).parent / "hyperparams").glob("*.yml")}
+
+
+def _is_local_path(word: str) -> bool:
+    return word.startswith(("/", "~")) or (len(word) > 2 and word[1] == ":" and word[2] in "\\/")
+
+
+def _public_word(option: str | None, word: str, shipped: set[str]) -> str:
+    """``word`` (the value of ``option``) as the card shows it: no path of the machine that trained."""
+    name = Path(word).name
+    if option in _CONF_OPTIONS and name in shipped:
+        return f'"${_HYPERPARAMS_VARIABLE}/{name}"'
+    if option in _FOLDER_OPTIONS and _is_local_path(word):
+        return "logs/"
+    return name if _is_local_path(word) else word
+
+
+def public_train_command(command: str) -> str:
+    """The zoo's ``command.txt`` as the card shows it: ``python``, no local paths.
+
+    The package's own hyperparameter files are named through the installed package (a first
+    line sets ``SB3_SPARSE_HYPERPARAMS``), the log folder becomes ``logs/`` and any other
+    absolute path its file name.
+
+    :param command: the recorded command line.
+    :return: the command (one or two lines).
+    """
+    words = command.split()
+    if words and Path(words[0]).name.startswith("python"):
+        words[0] = "python"
+    shipped = _shipped_hyperparams()
+    public = []
+    for i, word in enumerate(words):
+        option, eq, value = word.partition("=")
+        if eq and option.startswith("-"):  # --option=value
+            public.append(f"{option}={_public_word(option, value, shipped)}")
+        else:
+            public.append(_public_word(words[i - 1] if i else None, word, shipped))
+    line = " ".join(public)
+    return f"{_LOCATE_HYPERPARAMS}\n{line}" if f"${_HYPERPARAMS_VARIABLE}/" in line else line
 
 
 def sparsity_report(model: Any) -> dict[str, Any]:
@@ -91,7 +151,9 @@ def sparsity_section(report: dict[str, Any]) -> str:
             lines.append(f"| {name} | `{layer_name}` | {layer['sparsity']:.4f} | {counts} |")
     if report["settings"]:
         lines += ["", "### Sparse training settings", "", "| setting | value |", "|---|---|"]
-        lines += [f"| `{key}` | `{value!r}` |" for key, value in report["settings"].items()]
+        for key, value in applicable_settings(report["settings"]).items():
+            realised = f" (realised: {report['sparsity']:.4f})" if key == "sparsity" else ""
+            lines.append(f"| `{key}` | `{value!r}`{realised} |")
     return "\n".join(lines) + "\n"
 
 
@@ -151,10 +213,15 @@ def model_card(
             )
         ],
     )
-    sparse = f"{report['sparsity']:.0%}-sparse " if report["sparse_policy"] else "dense "
+    from huggingface_sb3 import EnvironmentName
+
+    kind = f"{method_name(report, algo_class_name)}, {report['sparsity']:.2%} sparse" if report["sparse_policy"] else "dense"
     name_flag = "" if repo_name_is_default else f" -name {repo_id.split('/')[1]}"
+    env_name = EnvironmentName(env_id)
+    downloaded = f"{DOWNLOAD_FOLDER}/{algo}/{env_name}_1/{env_name}.zip"
+    train_command = train_command or f"python -m rl_zoo3.train --algo {algo} --env {env_id} -f logs/"
     body = f"""
-# **{algo_class_name}** agent ({sparse}{report["method"]}) playing **{env_id}**
+# **{algo_class_name}** agent ({kind}) playing **{env_id}**
 
 This is a trained model of a **{algo_class_name}** agent playing **{env_id}** using the
 [stable-baselines3 library](https://github.com/DLR-RM/stable-baselines3), the
@@ -189,16 +256,19 @@ Or with the RL Zoo:
 
 ```bash
 pip install "{install}" rl_zoo3
-python -m rl_zoo3.load_from_hub --algo {algo} --env {env_id} -orga {organization}{name_flag} -f logs/
-python -m rl_zoo3.enjoy --algo {algo} --env {env_id} -f logs/
-python -m sb3_sparse info logs/{algo}/{env_id}_1/{env_id}.zip
+python -m rl_zoo3.load_from_hub --algo {algo} --env {env_id} -orga {organization}{name_flag} -f {DOWNLOAD_FOLDER}/
+python -m rl_zoo3.enjoy --algo {algo} --env {env_id} -f {DOWNLOAD_FOLDER}/
+python -m sb3_sparse info {downloaded}
 ```
+
+(Downloaded into an empty `{DOWNLOAD_FOLDER}/`, the agent is run 1 there: `{downloaded}`.)
 
 ## Training (with the RL Zoo)
 
 ```bash
-{train_command or f"python -m rl_zoo3.train --algo {algo} --env {env_id} -f logs/"}
-# Continue training: add -i logs/{algo}/{env_id}_1/{env_id}.zip
+{train_command}
+# Continue training this repository's agent (downloaded above):
+{train_command.splitlines()[-1]} -i {downloaded}
 python -m sb3_sparse.hub --algo {algo} --env {env_id} -f logs/ -orga {organization}
 ```
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import warnings
 from typing import Any, ClassVar
 
 from gymnasium import spaces
@@ -15,9 +16,11 @@ from stable_baselines3.sac.policies import SACPolicy
 from stable_baselines3.td3.policies import TD3Policy
 from torch import nn
 
+from .algorithms import calling_algorithm, check_algorithm, ensure_zoo_patch
 from .core.config import FIELDS, PRESET_POLICY_DEFAULTS, SparseConfig, resolve_config
 from .core.controller import SparseController
 from .core.sparsify import record_output_positions, sparsify_
+from .networks import make_sparse_class_
 
 # Attributes an algorithm reads from its policy, and the policies that have them.
 _ALGORITHM_ATTRIBUTES = {
@@ -26,6 +29,10 @@ _ALGORITHM_ATTRIBUTES = {
     "q_net_target": "DQN (SparseDQNPolicy)",
     "quantile_net": "QR-DQN",
 }
+SHARED_EXTRACTOR_DENSE = (
+    "sb3_sparse: the features extractor shared by actor and critic (share_features_extractor=True) stays dense; "
+    "only the actor's and critics' own layers are sparse. Pass share_features_extractor=False for sparse extractors."
+)
 
 
 class SparsePolicyMixin:
@@ -44,13 +51,14 @@ class SparsePolicyMixin:
     sparse_controller: SparseController
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule: Schedule, **kwargs: Any):
-        if "use_sde" in kwargs and self.algorithm_family != "sac":
-            raise TypeError(f"{type(self).__name__} fits {self.fits}, not SAC; SAC takes 'SparseMlpPolicy' (SparseSACPolicy)")
+        check_algorithm(type(self), calling_algorithm())
+        ensure_zoo_patch()
         if not isinstance(action_space, self.action_space_type):
             raise TypeError(f"{type(self).__name__} fits {self.fits}; it cannot act in {action_space}")
         preset = kwargs.pop("preset", None)
         sparse = {k: kwargs.pop(k) for k in list(kwargs) if k in FIELDS}
-        self.sparse_config = resolve_config(preset, self.algorithm_family, self.class_defaults | sparse)
+        owner = f"{type(self).__name__} ({self.fits})"
+        self.sparse_config = resolve_config(preset, self.algorithm_family, self.class_defaults | sparse, owner)
         self._sparse_kwargs = {"preset": preset, **sparse}
         for key, value in PRESET_POLICY_DEFAULTS.get(preset or "", {}).items():
             kwargs.setdefault(key, getattr(nn, value))
@@ -85,9 +93,19 @@ class SparsePolicyMixin:
         return data
 
     def _sparse(self, network: nn.Module, role: str) -> nn.Module:
-        """Make ``network`` sparse at the configured sparsity of ``role`` (``"actor"``/``"critic"``)."""
-        sparsify_(network, self.sparse_config, self.sparse_config.network_sparsity(role))
-        return network
+        """Make ``network`` sparse at the configured sparsity of ``role`` (``"actor"``/``"critic"``).
+
+        A features extractor shared by actor and critic stays dense: one network's optimizer
+        trains it while the other reads it, and its target copy follows both, so no network
+        could keep it sparse on its own (its layers would be masked and evolved twice).
+        """
+        dense = ("features_extractor",) if getattr(self, "share_features_extractor", False) else ()
+        if dense and role == "actor" and not getattr(self, "_warned_shared", False):
+            self._warned_shared = any(isinstance(m, (nn.Linear, nn.Conv2d)) for m in network.features_extractor.modules())
+            if self._warned_shared:  # an extractor without weights (the default) loses nothing
+                warnings.warn(SHARED_EXTRACTOR_DENSE, stacklevel=4)
+        sparsify_(network, self.sparse_config, self.sparse_config.network_sparsity(role), dense=dense)
+        return make_sparse_class_(network)
 
     def _build(self, lr_schedule: Schedule) -> None:
         super()._build(lr_schedule)  # type: ignore[misc]

@@ -121,7 +121,7 @@ def test_model_card_sparsity_section(repo):
     assert "| `mask_optimizer_moments` | `True` |" in text and "| topology age |" in text
     assert 'pip install "sb3-sparse==' in text and "import sb3_sparse" in text
     assert 'load_from_hub(repo_id="sparse-org/td3-Pendulum-v1", filename="td3-Pendulum-v1.zip")' in text
-    assert "python -m rl_zoo3.load_from_hub --algo td3 --env Pendulum-v1 -orga sparse-org -f logs/" in text
+    assert "python -m rl_zoo3.load_from_hub --algo td3 --env Pendulum-v1 -orga sparse-org -f from_hub/" in text
     assert "python -m rl_zoo3.train --algo td3 --env Pendulum-v1 -conf" in text  # the command that trained it
 
 
@@ -190,7 +190,7 @@ def test_upload_and_offline_modes(zoo_run, tmp_path, monkeypatch, capsys):
         ("upload_folder", "me/sparse-td3", folder, "first upload"),
     ]
     assert not (folder / "replay.mp4").exists()  # --no-render
-    assert "-orga me -name sparse-td3 -f logs/" in (folder / "README.md").read_text()
+    assert "-orga me -name sparse-td3 -f from_hub/" in (folder / "README.md").read_text()
 
 
 def test_the_folder_is_written_when_no_video_can_be_made(zoo_run, tmp_path, monkeypatch, capsys):

@@ -104,3 +104,23 @@ def test_loading_without_the_plugin_fails_clearly(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode != 0
     assert "sb3_sparse" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    "algo, network, settings",
+    [("dqn", "q_net", {}), ("dqn", "q_net", dict(bias=False)), ("td3", "actor", {}), ("sac", "actor", {})],
+)
+def test_a_network_saved_alone_loads_back(tmp_path, algo, network, settings):
+    # (SB3's critics cannot be saved alone: they do not record their constructor arguments.)
+    model = make(algo, preset="tows" if algo != "dqn" else "dqn-rigl", **settings)
+    net = getattr(model.policy, network)
+    with torch.no_grad():  # weights that differ from a fresh network's
+        for layer in net.modules():
+            if hasattr(layer, "weight_mask"):
+                layer.weight.add_(1.0).mul_(layer.weight_mask)
+    net.save(tmp_path / "net.pt")
+    loaded = type(net).load(tmp_path / "net.pt", device="cpu")
+    assert isinstance(loaded, type(net).__mro__[1])  # the SB3 network class
+    state, loaded_state = net.state_dict(), loaded.state_dict()
+    assert state.keys() == loaded_state.keys() and any(key.endswith("weight_mask") for key in state)
+    assert all(torch.equal(state[key], loaded_state[key]) for key in state)

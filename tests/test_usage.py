@@ -34,7 +34,7 @@ def test_bad_policy_kwargs_fail_at_construction(kwargs, error, message):
 def test_sparse_policy_on_the_wrong_algorithm_fails_clearly():
     with pytest.raises(TypeError, match="SparseTD3Policy fits TD3 and DDPG, not SAC"):
         SAC(SparseTD3Policy, "Pendulum-v1", policy_kwargs={**SMALL})
-    with pytest.raises(AttributeError, match="SparseSACPolicy fits SAC"):
+    with pytest.raises(TypeError, match="SparseSACPolicy fits SAC, not TD3; TD3 takes 'SparseMlpPolicy'"):
         TD3(SparseSACPolicy, "Pendulum-v1", policy_kwargs={**SMALL})
     with pytest.raises(TypeError, match="cannot act in Discrete"):
         SparseTD3Policy(spaces.Box(-1, 1, (3,)), spaces.Discrete(2), lambda _: 1e-3)

@@ -13,6 +13,7 @@ from stable_baselines3.common.utils import polyak_update
 import sb3_sparse
 from sb3_sparse import SparseTrainingCallback
 from sb3_sparse.core import SparseConfig, SparseController
+from sb3_sparse.core.config import PRESETS
 from sb3_sparse.core.sparsify import sparsify_
 
 gym.register_envs(ale_py)
@@ -33,7 +34,10 @@ def make(algo, method, **extra):
     kwargs = {"learning_starts": 64, "batch_size": 32, "seed": 0}
     if algo in ("dqn", "qrdqn"):
         kwargs |= {"train_freq": 1, "target_update_interval": 7}  # several hard copies between updates
-    policy_kwargs = {"net_arch": [64, 64], "update_interval": 10, **METHODS[method], **extra}
+    settings = dict(METHODS[method])
+    if algo in ("dqn", "qrdqn") and "preset" in settings:  # TowS's settings on DQN: its preset is TD3/SAC's
+        settings = PRESETS[settings.pop("preset")] | settings
+    policy_kwargs = {"net_arch": [64, 64], **settings, "update_interval": 10, **extra}
     if algo in ("qrdqn", "tqc"):  # quantile outputs: a dense output layer alone exceeds 20% of the weights
         policy_kwargs.setdefault("sparse_output_layer", True)
     return cls("SparseMlpPolicy", env, policy_kwargs=policy_kwargs, **kwargs)

@@ -418,3 +418,36 @@ def test_a_dense_file_keeps_its_policy_kwargs_under_optimize():
     assert sampled["policy_kwargs"]["optimizer_kwargs"] == dict(weight_decay=2e-4)
     assert "sparsity" not in trial.params and "net_arch" in sampled["policy_kwargs"]
     assert sampled["target_update_interval"] == 1  # the zoo's sampled tau is a soft update after every step
+
+
+def test_optimize_without_the_zoo_module_still_samples_the_sparse_settings(tmp_path):
+    """The file names sb3_sparse.SparseTD3Policy: importing it patches the zoo, no --gym-packages needed."""
+    train(
+        tmp_path, "td3", "Pendulum-v1", HYPERPARAMS / "ds_td3.yml", "-optimize", "--n-trials", "1", "--n-jobs", "1",
+        "-n", "200", "--eval-episodes", "1", "--n-evaluations", "1", "--storage", "study.log", "--study-name", "plain",
+        "--sampler", "random", "--pruner", "none", "--no-optim-plots", "--optimization-log-path", "trials",
+        "--hyperparams", "learning_starts:100",
+    )  # fmt: skip
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.log")))
+    (trial,) = optuna.load_study(study_name="plain", storage=storage).trials
+    assert {"sparsity", "sparse_method"} <= set(trial.params)
+    model = load(tmp_path / "trials" / "trial_0" / "best_model.zip")
+    assert model.policy.sparse_config.sparsity == trial.params["sparsity"]
+    assert model.policy_kwargs["preset"] == "ds-td3"  # the file's sparse settings survive
+    assert model.policy.critic.optimizer.param_groups[0]["weight_decay"] == pytest.approx(2e-4)
+
+
+def test_a_search_trial_sampled_without_the_sparse_sampler_fails_with_the_fix(monkeypatch):
+    """sb3_sparse imported before rl_zoo3: the policy patches the zoo and refuses the trial sampled unpatched."""
+    for name in ("objective", "read_hyperparameters"):  # as rl-zoo3 defines them (restored afterwards)
+        monkeypatch.setattr(ExperimentManager, name, getattr(ExperimentManager, name).__wrapped__)
+    manager = object.__new__(ExperimentManager)
+    manager.optimize_hyperparameters = True
+
+    def objective(self):  # stands in for the zoo's objective: the manager is a calling frame's self
+        return TD3("SparseMlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=[8]))
+
+    with pytest.raises(RuntimeError, match=r"pass --gym-packages sb3_sparse\.zoo"):
+        objective(manager)
+    assert ExperimentManager.objective._sb3_sparse  # patched for the trials to come
+    objective(manager)

@@ -11,6 +11,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .distributions import DISTRIBUTIONS
 
 METHODS = ("static", "set", "rigl", "gmp")
@@ -72,6 +74,7 @@ class SparseConfig:
     init: str = "dense"
 
     def __post_init__(self) -> None:
+        self._to_python_scalars()
         _check_choice("method", self.method, METHODS)
         _check_choice("distribution", self.distribution, tuple(DISTRIBUTIONS))
         _check_choice("drop_schedule", self.drop_schedule, DROP_SCHEDULES)
@@ -105,6 +108,19 @@ class SparseConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
+    def _to_python_scalars(self) -> None:
+        """NumPy scalars (``np.float32(0.5)``, ``np.int64(50)``) become the Python numbers they equal.
+
+        They are valid settings wherever Python numbers are; converting them first lets the checks
+        below and everything downstream (``isinstance(..., int)``, saved ``policy_kwargs``) treat
+        them alike, and error messages show ``5.0`` rather than ``np.float32(5.0)``.
+        """
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, tuple):
+                value = tuple(_python_scalar(v) for v in value)
+            object.__setattr__(self, field.name, _python_scalar(value))
+
     @property
     def evolves(self) -> bool:
         """Whether the topology changes during training."""
@@ -114,6 +130,10 @@ class SparseConfig:
         """Sparsity of the ``"actor"`` or ``"critic"`` network."""
         specific = self.actor_sparsity if role == "actor" else self.critic_sparsity
         return self.sparsity if specific is None else specific
+
+
+def _python_scalar(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _is_number(value: Any) -> bool:
@@ -173,34 +193,80 @@ PRESETS |= {
 }
 DEFAULT_DROP_FRACTION = {"td3": 0.05, "sac": 0.1, "dqn": 0.3}
 PRESET_ALIASES = {"set": "ds", "ds": "ds"}
+# The algorithm families each preset was written for ("set"/"ds" follow PRESET_ALIASES).
+PRESET_FAMILIES: dict[str, tuple[str, ...]] = {
+    "static": ("td3", "sac", "dqn"),
+    "ds": ("td3", "sac"),
+    "ds-td3": ("td3",),
+    "ds-sac": ("sac",),
+    "tows": ("td3", "sac"),
+    "dqn-rigl": ("dqn",),
+    "dqn-rigl-nobias": ("dqn",),
+    "dqn-set": ("dqn",),
+    "dqn-gmp": ("dqn",),
+}
+FAMILY_NAMES = {"td3": "TD3/DDPG", "sac": "SAC/TQC/CrossQ", "dqn": "DQN/QR-DQN"}
 # Keyword arguments of the SB3 policy that a preset fills when the user did not.
 PRESET_POLICY_DEFAULTS: dict[str, dict[str, str]] = {"tows": {"activation_fn": "LeakyReLU"}}
 
 
-def resolve_config(preset: str | None, algo: str, overrides: dict[str, Any]) -> SparseConfig:
+def resolve_config(preset: str | None, algo: str, overrides: dict[str, Any], owner: str | None = None) -> SparseConfig:
     """Build a :class:`SparseConfig` from a preset, the algorithm and user overrides.
 
     :param preset: ``None``, ``"static"``, ``"set"``/``"ds"`` (DS-TD3 or DS-SAC by ``algo``),
         ``"ds-td3"``, ``"ds-sac"`` or ``"tows"``.
     :param algo: ``"td3"``, ``"sac"`` or ``"dqn"`` (family), which picks the paper's defaults.
     :param overrides: explicit settings; ``None`` values mean "not given".
+    :param owner: who asked, for error messages (``"SparseTD3Policy (TD3 and DDPG)"``).
     """
     unknown = set(overrides) - set(FIELDS)
     if unknown:
         raise TypeError(_unknown_message(sorted(unknown)[0], FIELDS))
     if preset is None:
         preset = "dqn-rigl" if algo == "dqn" else "ds"
+    _check_preset_family(preset, algo, owner)
     preset = PRESET_ALIASES.get(preset, preset)
     if preset == "ds":
         preset = "ds-sac" if algo == "sac" else "ds-td3"
-    if preset not in PRESETS:
-        allowed = sorted(set(PRESETS) | set(PRESET_ALIASES))
-        raise ValueError(f"Unknown preset={preset!r}; allowed: {allowed}")
-    values = {"drop_fraction": DEFAULT_DROP_FRACTION.get(algo, 0.05)} | PRESETS[preset]
-    values |= {k: v for k, v in overrides.items() if v is not None}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    _check_lambdas_alone(given)
+    values = {"drop_fraction": DEFAULT_DROP_FRACTION.get(algo, 0.05)} | PRESETS[preset] | given
     if values.get("lambdas") is not None:
         values["lambdas"] = tuple(values["lambdas"])
     return SparseConfig(**values)
+
+
+def presets_for(algo: str) -> list[str]:
+    """The preset names (aliases included) written for the algorithm family ``algo``."""
+    return sorted(name for name in set(PRESETS) | set(PRESET_ALIASES) if algo in _families(name))
+
+
+def _families(preset: str) -> tuple[str, ...]:
+    return PRESET_FAMILIES.get(PRESET_ALIASES.get(preset, preset), ())
+
+
+def _check_preset_family(preset: str, algo: str, owner: str | None) -> None:
+    """A preset holds one paper's values for one algorithm: another algorithm's preset is an error."""
+    if preset not in PRESETS and preset not in PRESET_ALIASES:
+        allowed = sorted(set(PRESETS) | set(PRESET_ALIASES))
+        raise ValueError(f"Unknown preset={preset!r}; allowed: {allowed}")
+    if algo in _families(preset):
+        return
+    written_for = " and ".join(FAMILY_NAMES[f] for f in _families(preset))
+    who = owner or f"the {FAMILY_NAMES.get(algo, algo)} policy"
+    raise ValueError(f"preset={preset!r} is for {written_for}; {who} takes preset in {presets_for(algo)}")
+
+
+def _check_lambdas_alone(given: dict[str, Any]) -> None:
+    """``lambdas`` fix every layer's count: a sparsity given with them would be silently ignored."""
+    if given.get("lambdas") is None:
+        return
+    for name in ("sparsity", "actor_sparsity", "critic_sparsity"):
+        if name in given:
+            raise ValueError(
+                f"lambdas={given['lambdas']!r} and {name}={_python_scalar(given[name])!r} were both given; "
+                f"lambdas set every sparse layer's count, so pass either lambdas or {name}, not both"
+            )
 
 
 def _unknown_message(name: str, allowed: tuple[str, ...]) -> str:

@@ -37,7 +37,9 @@ def output_layer_names(network: nn.Module, hidden_heads: tuple[str, ...] = ("lat
     return outputs
 
 
-def sparsify_(network: nn.Module, config: SparseConfig, sparsity: float, sparse_biases: bool = True) -> list[int]:
+def sparsify_(
+    network: nn.Module, config: SparseConfig, sparsity: float, sparse_biases: bool = True, dense: tuple[str, ...] = ()
+) -> list[int]:
     """Replace the network's Linear/Conv2d layers by masked ones; return active counts per layer.
 
     :param network: a built network (its dense layers are replaced in place).
@@ -45,8 +47,13 @@ def sparsify_(network: nn.Module, config: SparseConfig, sparsity: float, sparse_
         (``"sparse"`` redraws each masked layer's weights from its sparse fans once its mask is set).
     :param sparsity: the network's sparsity (ignored when ``config.lambdas`` is set).
     :param sparse_biases: whether ``config.bias=False`` may remove this network's biases.
+    :param dense: submodules (dotted names) left dense and out of the count, e.g. a shared features extractor.
     """
-    named = [(n, m) for n, m in network.named_modules() if isinstance(m, WEIGHTED)]
+    named = [
+        (n, m)
+        for n, m in network.named_modules()
+        if isinstance(m, WEIGHTED) and not any(n == d or n.startswith(f"{d}.") for d in dense)
+    ]
     if not named:
         raise ValueError(f"{type(network).__name__} has no Linear or Conv2d layer to make sparse")
     outputs = output_layer_names(network)
@@ -54,7 +61,7 @@ def sparsify_(network: nn.Module, config: SparseConfig, sparsity: float, sparse_
     shapes = [tuple(m.weight.shape) for _, m in named]
     if config.lambdas is not None:
         sparse_shapes = [s for s, flag in zip(shapes, is_sparse, strict=True) if flag]
-        sparse_counts = iter(lambda_counts(sparse_shapes, _tile(config.lambdas, len(sparse_shapes))))
+        sparse_counts = iter(lambda_counts(sparse_shapes, _tile(config.lambdas, sparse_shapes)))
         counts = [next(sparse_counts) if flag else math.prod(s) for s, flag in zip(shapes, is_sparse, strict=True)]
     else:
         counts = layer_counts(shapes, is_sparse, sparsity, config.distribution)
@@ -88,8 +95,16 @@ def record_output_positions(module: nn.Module, example: torch.Tensor) -> None:
             handle.remove()
 
 
-def _tile(lambdas: tuple[float, ...], n_layers: int) -> tuple[float, ...]:
-    """Repeat per-layer lambdas over identical sub-networks (the critic's Q-networks)."""
-    if n_layers % len(lambdas):
-        raise ValueError(f"lambdas needs one value per sparse layer ({n_layers} here), got {len(lambdas)}: {list(lambdas)}")
-    return lambdas * (n_layers // len(lambdas))
+def _tile(lambdas: tuple[float, ...], shapes: list[tuple[int, ...]]) -> tuple[float, ...]:
+    """Repeat per-layer lambdas over identical sub-networks (the critic's Q-networks).
+
+    Only whole sub-networks repeat: the layer shapes must repeat with the lambdas, so one value
+    on two different layers is an error rather than a silent broadcast.
+    """
+    n = len(lambdas)
+    if n == len(shapes) or (len(shapes) % n == 0 and shapes == shapes[:n] * (len(shapes) // n)):
+        return lambdas * (len(shapes) // n)
+    raise ValueError(
+        f"lambdas needs one value per sparse layer ({len(shapes)} sparse layers here, shapes {shapes}) or per "
+        f"layer of one of several identical sub-networks (the critic's Q-networks); got lambdas={list(lambdas)}"
+    )
