@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from gymnasium import spaces
 from stable_baselines3.common.preprocessing import preprocess_obs
-from stable_baselines3.common.torch_layers import NatureCNN
+from stable_baselines3.common.torch_layers import FlattenExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.dqn.policies import DQNPolicy
 from stable_baselines3.sac.policies import SACPolicy
@@ -48,6 +48,7 @@ class SparsePolicyMixin:
             raise TypeError(f"{type(self).__name__} fits {self.fits}, not SAC; SAC takes 'SparseMlpPolicy' (SparseSACPolicy)")
         if not isinstance(action_space, self.action_space_type):
             raise TypeError(f"{type(self).__name__} fits {self.fits}; it cannot act in {action_space}")
+        check_observation_space(type(self).__name__, observation_space, kwargs)
         preset = kwargs.pop("preset", None)
         sparse = {k: kwargs.pop(k) for k in list(kwargs) if k in FIELDS}
         self.sparse_config = resolve_config(preset, self.algorithm_family, self.class_defaults | sparse)
@@ -121,6 +122,20 @@ class SparsePolicyMixin:
                     "the algorithm pick its own sparse policy."
                 ) from None
             raise
+
+
+def check_observation_space(policy: str, observation_space: spaces.Space, kwargs: dict[str, Any]) -> None:
+    """Refuse a Dict observation space with a features extractor that takes one tensor (SB3's check).
+
+    SB3 raises the same error for ``"MlpPolicy"``/``"CnnPolicy"`` on a Dict space; without it
+    the policy builds and ``learn`` fails in ``nn.Flatten`` (``'dict' object has no attribute 'flatten'``).
+    """
+    extractor = kwargs.get("features_extractor_class", FlattenExtractor)
+    if isinstance(observation_space, spaces.Dict) and extractor in (FlattenExtractor, NatureCNN):
+        raise ValueError(
+            f"You must use `SparseMultiInputPolicy` when working with dict observation space, not {policy} "
+            f"(with {extractor.__name__}); it is the sparse counterpart of SB3's `MultiInputPolicy`"
+        )
 
 
 def _before_state_dict(policy: SparsePolicyMixin, prefix: str, keep_vars: bool) -> None:
