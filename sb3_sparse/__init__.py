@@ -2,7 +2,8 @@
 
 Importing this package registers the ``"SparseMlpPolicy"`` alias on TD3, DDPG, SAC and DQN
 (``"SparseCnnPolicy"`` too on DQN), and on sb3-contrib's QR-DQN, TQC and CrossQ when installed;
-``"SparseMultiInputPolicy"`` (Dict observations) on all of them but CrossQ.
+``"SparseMultiInputPolicy"`` (Dict observations) on all of them but CrossQ; and
+``"SparseMlpPolicy"``, ``"SparseCnnPolicy"`` and ``"SparseMultiInputPolicy"`` on PPO and A2C.
 """
 
 from stable_baselines3 import DQN, SAC, TD3
@@ -11,6 +12,7 @@ from .callback import SparseTrainingCallback
 from .core.config import PRESETS, SparseConfig
 from .denormal import FlushDenormalCallback, flush_denormal
 from .multi_input import SparseDQNMultiInputPolicy, SparseSACMultiInputPolicy, SparseTD3MultiInputPolicy
+from .on_policy import SparseActorCriticCnnPolicy, SparseActorCriticMultiInputPolicy, SparseActorCriticPolicy
 from .policies import SparseDQNCnnPolicy, SparseDQNPolicy, SparseSACPolicy, SparseTD3Policy
 from .summary import summary
 
@@ -32,6 +34,9 @@ except ImportError:  # pragma: no cover - depends on the environment
 __all__ = [
     "PRESETS",
     "FlushDenormalCallback",
+    "SparseActorCriticCnnPolicy",
+    "SparseActorCriticMultiInputPolicy",
+    "SparseActorCriticPolicy",
     "SparseConfig",
     "SparseDQNCnnPolicy",
     "SparseDQNMultiInputPolicy",

@@ -44,7 +44,7 @@ class SparsePolicyMixin:
     sparse_controller: SparseController
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule: Schedule, **kwargs: Any):
-        if "use_sde" in kwargs and self.algorithm_family != "sac":
+        if "use_sde" in kwargs and self.algorithm_family not in ("sac", "ppo"):  # PPO/A2C pass use_sde too
             raise TypeError(f"{type(self).__name__} fits {self.fits}, not SAC; SAC takes 'SparseMlpPolicy' (SparseSACPolicy)")
         if not isinstance(action_space, self.action_space_type):
             raise TypeError(f"{type(self).__name__} fits {self.fits}; it cannot act in {action_space}")

@@ -83,7 +83,8 @@ def per_update_train_flops(model: Any, networks: dict[str, Any] | None = None) -
         networks = {name: network_summary(net.online) for name, net in controller.networks.items()}
     periods = update_periods(model)
     config = model.policy.sparse_controller.config
-    batch = model.batch_size
+    # A2C trains on the whole rollout at once; the others (PPO included) on minibatches.
+    batch = getattr(model, "batch_size", None) or model.n_steps * model.n_envs
     sparse = dense = 0.0
     for name, n in networks.items():
         f_sparse, f_dense = n["forward_flops"], n["dense_forward_flops"]
