@@ -1,13 +1,18 @@
 """PPO and A2C with sparse actor and critic: every method, the optimizer-step clock, save/load, CNN, Dict, dormant."""
 
+import argparse
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from invariants import InvariantProbe, check_online
+from rl_zoo3.exp_manager import ExperimentManager
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.envs import BitFlippingEnv, FakeImageEnv
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import VecNormalize
 
 import sb3_sparse
 from sb3_sparse import SparseTrainingCallback
@@ -102,3 +107,28 @@ def test_dict_observations_and_dormant_neurons():
     model.learn(6 * N_STEPS, callback=SparseTrainingCallback())
     check_online(model.policy.sparse_controller)
     assert {"sparse/dormant/actor", "sparse/dormant/critic", "sparse/train_flops"} <= set(recorded)
+
+
+# Graesser et al.'s PPO MuJoCo values (google-research/rigl, ppo_train_eval.py and ppo_mujoco_*_config.gin), restated.
+GRAESSER_PPO = dict(
+    n_timesteps=1_001_472, n_envs=1, n_steps=2048, batch_size=64, n_epochs=10, learning_rate="lin_3e-4", gamma=0.99,
+    gae_lambda=0.95, clip_range=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5, normalize=True,
+)  # fmt: skip
+
+
+def test_rigl_ppo_file_carries_graesser_et_al_settings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes its log file to the working directory
+    path = Path(sb3_sparse.__file__).parent / "hyperparams" / "rigl_ppo.yml"
+    raw = yaml.safe_load(path.read_text())
+    assert set(raw) == {"HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Humanoid-v5"}
+    assert {k: raw["HalfCheetah-v5"][k] for k in GRAESSER_PPO} == GRAESSER_PPO
+    manager = ExperimentManager(
+        argparse.Namespace(), "ppo", "HalfCheetah-v5", str(tmp_path), n_timesteps=1000, config=str(path), eval_freq=-1, seed=0
+    )
+    model, _ = manager.setup_experiment()
+    assert type(model.policy) is sb3_sparse.SparseActorCriticPolicy and isinstance(model.env, VecNormalize)
+    assert model.policy.sparse_config == sb3_sparse.SparseConfig(**sb3_sparse.PRESETS["ppo-rigl"])
+    assert (model.policy.net_arch, model.policy.optimizer.defaults["eps"]) == (dict(pi=[64, 64], vf=[64, 64]), 1e-5)
+    assert sb3_sparse.summary(model)["sparsity"] == pytest.approx(0.9, abs=0.002)
+    assert SparseTrainingCallback in {type(c) for c in manager.callbacks}
+    model.env.close()
