@@ -12,10 +12,12 @@ from rl_zoo3.exp_manager import ExperimentManager
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.envs import BitFlippingEnv, FakeImageEnv
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.vec_env import VecNormalize
 
 import sb3_sparse
 from sb3_sparse import SparseTrainingCallback
+from sb3_sparse.hub_utils import algorithm_of
 
 ALGOS = {"ppo": PPO, "a2c": A2C}
 METHODS = {
@@ -132,3 +134,10 @@ def test_rigl_ppo_file_carries_graesser_et_al_settings(tmp_path, monkeypatch):
     assert sb3_sparse.summary(model)["sparsity"] == pytest.approx(0.9, abs=0.002)
     assert SparseTrainingCallback in {type(c) for c in manager.callbacks}
     model.env.close()
+
+
+@pytest.mark.parametrize("algo", list(ALGOS))
+def test_saved_on_policy_model_names_its_algorithm(tmp_path, algo):
+    make(algo, "CartPole-v1", preset="ppo-static").save(tmp_path / "model")
+    data, _, _ = load_from_zip_file(tmp_path / "model.zip", load_data=True)
+    assert algorithm_of(data) is ALGOS[algo]
