@@ -10,7 +10,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 
 from .core.dormant import dormant_fractions
 from .denormal import DenormalScope
-from .summary import network_summary, per_update_train_flops
+from .summary import gradient_updates, network_summary, per_update_train_flops
 
 
 class SparseTrainingCallback(BaseCallback):
@@ -86,7 +86,7 @@ class SparseTrainingCallback(BaseCallback):
 
     def _updates(self) -> int:
         """Gradient updates so far: optimizer steps, counted by the policy's clock for on-policy algorithms."""
-        return self.controller.clock if self.on_policy else self.model._n_updates
+        return gradient_updates(self.model)
 
     def _sync(self) -> None:
         if self.on_policy:  # progress is updated after the rollout, before train(): compute it now

@@ -17,6 +17,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 import sb3_sparse
 from sb3_sparse import SparseTrainingCallback
+from sb3_sparse.__main__ import info
 from sb3_sparse.hub_utils import algorithm_of
 
 ALGOS = {"ppo": PPO, "a2c": A2C}
@@ -137,7 +138,11 @@ def test_rigl_ppo_file_carries_graesser_et_al_settings(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("algo", list(ALGOS))
-def test_saved_on_policy_model_names_its_algorithm(tmp_path, algo):
-    make(algo, "CartPole-v1", preset="ppo-static").save(tmp_path / "model")
+def test_saved_on_policy_model_names_its_algorithm_and_updates(tmp_path, capsys, algo):
+    model = make(algo, "CartPole-v1", preset="ppo-static")
+    model.learn(N_STEPS)
+    model.save(tmp_path / "model")
     data, _, _ = load_from_zip_file(tmp_path / "model.zip", load_data=True)
     assert algorithm_of(data) is ALGOS[algo]
+    info(str(tmp_path / "model.zip"))
+    assert f"{optimizer_steps(algo, N_STEPS)} gradient updates" in capsys.readouterr().out
