@@ -1,7 +1,9 @@
 """sb3-sparse: dynamic sparse training for Stable-Baselines3's own off-policy algorithms.
 
 Importing this package registers the ``"SparseMlpPolicy"`` alias on TD3, DDPG, SAC and DQN
-(``"SparseCnnPolicy"`` too on DQN), and on sb3-contrib's QR-DQN, TQC and CrossQ when installed.
+(``"SparseCnnPolicy"`` too on DQN), and on sb3-contrib's QR-DQN, TQC and CrossQ when installed;
+``"SparseMultiInputPolicy"`` (Dict observations) on all of them but CrossQ; and
+``"SparseMlpPolicy"``, ``"SparseCnnPolicy"`` and ``"SparseMultiInputPolicy"`` on PPO and A2C.
 """
 
 import sys
@@ -11,6 +13,8 @@ from stable_baselines3 import DQN, SAC, TD3
 from .callback import SparseTrainingCallback
 from .core.config import PRESETS, SparseConfig
 from .denormal import FlushDenormalCallback, flush_denormal
+from .multi_input import SparseDQNMultiInputPolicy, SparseSACMultiInputPolicy, SparseTD3MultiInputPolicy
+from .on_policy import SparseActorCriticCnnPolicy, SparseActorCriticMultiInputPolicy, SparseActorCriticPolicy
 from .policies import SparseDQNCnnPolicy, SparseDQNPolicy, SparseSACPolicy, SparseTD3Policy
 from .summary import summary
 
@@ -20,6 +24,9 @@ TD3.policy_aliases["SparseMlpPolicy"] = SparseTD3Policy  # DDPG shares TD3's ali
 SAC.policy_aliases["SparseMlpPolicy"] = SparseSACPolicy
 DQN.policy_aliases["SparseMlpPolicy"] = SparseDQNPolicy
 DQN.policy_aliases["SparseCnnPolicy"] = SparseDQNCnnPolicy
+TD3.policy_aliases["SparseMultiInputPolicy"] = SparseTD3MultiInputPolicy
+SAC.policy_aliases["SparseMultiInputPolicy"] = SparseSACMultiInputPolicy
+DQN.policy_aliases["SparseMultiInputPolicy"] = SparseDQNMultiInputPolicy
 
 try:  # sb3-contrib is optional
     from . import contrib  # registers the aliases on QR-DQN, TQC and CrossQ
@@ -33,10 +40,16 @@ if "rl_zoo3" in sys.modules:  # imported by rl-zoo3 (a file naming sb3_sparse.Sp
 __all__ = [
     "PRESETS",
     "FlushDenormalCallback",
+    "SparseActorCriticCnnPolicy",
+    "SparseActorCriticMultiInputPolicy",
+    "SparseActorCriticPolicy",
     "SparseConfig",
     "SparseDQNCnnPolicy",
+    "SparseDQNMultiInputPolicy",
     "SparseDQNPolicy",
+    "SparseSACMultiInputPolicy",
     "SparseSACPolicy",
+    "SparseTD3MultiInputPolicy",
     "SparseTD3Policy",
     "SparseTrainingCallback",
     "flush_denormal",

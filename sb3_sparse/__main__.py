@@ -62,6 +62,7 @@ def info(path: str) -> None:
     """
     import sb3_sparse
     from sb3_sparse.hub_utils import algorithm_of
+    from sb3_sparse.summary import gradient_updates
 
     data = _load_data(path)
     try:
@@ -73,9 +74,10 @@ def info(path: str) -> None:
     if data.get("optimize_memory_usage"):
         overrides["optimize_memory_usage"] = False
     model = algo.load(path, device="cpu", **overrides)
-    summary = sb3_sparse.summary(model, n_updates=model._n_updates)
-    summary["n_updates"] = model._n_updates
-    print(f"{path}: {algo.__name__} with {type(model.policy).__name__}, {model._n_updates:,} gradient updates")
+    n_updates = gradient_updates(model)  # PPO's _n_updates counts epochs
+    summary = sb3_sparse.summary(model, n_updates=n_updates)
+    summary["n_updates"] = n_updates
+    print(f"{path}: {algo.__name__} with {type(model.policy).__name__}, {n_updates:,} gradient updates")
     print(_format_summary(summary))
 
 

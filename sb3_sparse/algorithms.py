@@ -8,7 +8,7 @@ from typing import Any
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-SUPPORTED = "TD3, DDPG, SAC, DQN and sb3-contrib's QR-DQN, TQC and CrossQ"
+SUPPORTED = "TD3, DDPG, SAC, DQN, PPO, A2C and sb3-contrib's QR-DQN, TQC and CrossQ"
 _MAX_FRAMES = 24  # the algorithm's _setup_model is a few frames above the policy's __init__, the zoo's objective more
 ZOO_FIX = (
     "rl-zoo3 sampled this trial without sb3-sparse's sampler, which replaces the file's sparse policy_kwargs "

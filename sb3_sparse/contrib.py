@@ -8,6 +8,7 @@ from sb3_contrib.crossq.policies import CrossQPolicy
 from sb3_contrib.qrdqn.policies import QRDQNPolicy
 from sb3_contrib.tqc.policies import TQCPolicy
 
+from .multi_input import SparseMultiInputMixin
 from .policies import SparseCnnMixin, SparsePolicyMixin
 
 
@@ -24,6 +25,10 @@ class SparseQRDQNCnnPolicy(SparseCnnMixin, SparseQRDQNPolicy):
     """:class:`SparseQRDQNPolicy` with NatureCNN; convolutions are sparse, spread by ERK."""
 
 
+class SparseQRDQNMultiInputPolicy(SparseMultiInputMixin, SparseQRDQNPolicy):
+    """:class:`SparseQRDQNPolicy` for Dict observations."""
+
+
 class SparseTQCPolicy(SparsePolicyMixin, TQCPolicy):
     """TQC policy with sparse actor and quantile critics (SAC's defaults: eta 0.1)."""
 
@@ -31,6 +36,10 @@ class SparseTQCPolicy(SparsePolicyMixin, TQCPolicy):
     fits = "TQC"
     action_space_type = spaces.Box
     sparse_networks = (("critic", "critic_target"), ("actor", None))
+
+
+class SparseTQCMultiInputPolicy(SparseMultiInputMixin, SparseTQCPolicy):
+    """:class:`SparseTQCPolicy` for Dict observations."""
 
 
 class SparseCrossQPolicy(SparsePolicyMixin, CrossQPolicy):
@@ -45,4 +54,7 @@ class SparseCrossQPolicy(SparsePolicyMixin, CrossQPolicy):
 QRDQN.policy_aliases["SparseMlpPolicy"] = SparseQRDQNPolicy
 QRDQN.policy_aliases["SparseCnnPolicy"] = SparseQRDQNCnnPolicy
 TQC.policy_aliases["SparseMlpPolicy"] = SparseTQCPolicy
+# CrossQ has no MultiInputPolicy in sb3-contrib 2.9, so no "SparseMultiInputPolicy" either.
+QRDQN.policy_aliases["SparseMultiInputPolicy"] = SparseQRDQNMultiInputPolicy
+TQC.policy_aliases["SparseMultiInputPolicy"] = SparseTQCMultiInputPolicy
 CrossQ.policy_aliases["SparseMlpPolicy"] = SparseCrossQPolicy

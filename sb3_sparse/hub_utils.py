@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stable_baselines3 import DDPG, DQN, SAC, TD3
+from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 # Algorithm family of a sparse policy -> SB3 algorithm (fallback when no alias table names the policy).
@@ -12,8 +12,8 @@ ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"td3": TD3, "ddpg": DDPG, "sac": S
 
 
 def known_algorithms() -> list[type[BaseAlgorithm]]:
-    """SB3's off-policy algorithms and, when installed, sb3-contrib's (QR-DQN, TQC, CrossQ)."""
-    algorithms: list[type[BaseAlgorithm]] = [TD3, DDPG, SAC, DQN]
+    """SB3's off-policy algorithms, PPO and A2C and, when installed, sb3-contrib's (QR-DQN, TQC, CrossQ)."""
+    algorithms: list[type[BaseAlgorithm]] = [TD3, DDPG, SAC, DQN, PPO, A2C]
     try:
         import sb3_contrib
     except ImportError:  # pragma: no cover - sb3-contrib is optional
@@ -40,6 +40,8 @@ def algorithm_of(data: dict[str, Any]) -> type[BaseAlgorithm]:
         # SB3's DDPG is TD3 with one critic, no policy delay and target noise clipped to 0.
         ddpg = (data.get("policy_delay"), data.get("target_noise_clip"), (data.get("policy_kwargs") or {}).get("n_critics"))
         return DDPG if ddpg == (1, 0.0, 1) else TD3
+    if PPO in matches and A2C in matches:  # they share the sparse actor-critic policies; only PPO clips
+        return PPO if "clip_range" in data else A2C
     if matches:
         return matches[0]
     return ALGORITHMS[family]

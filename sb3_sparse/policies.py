@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from gymnasium import spaces
 from stable_baselines3.common.preprocessing import preprocess_obs
-from stable_baselines3.common.torch_layers import NatureCNN
+from stable_baselines3.common.torch_layers import FlattenExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.dqn.policies import DQNPolicy
 from stable_baselines3.sac.policies import SACPolicy
@@ -46,6 +46,9 @@ class SparsePolicyMixin:
     fits: ClassVar[str]
     class_defaults: ClassVar[dict[str, Any]] = {}  # sparse settings this policy class changes
     sparse_networks: ClassVar[tuple[tuple[str, str | None], ...]]  # (network, its target) attribute names
+    # Off-policy actor-critics: actor and critic have their own optimizers and targets, so an
+    # extractor shared by both cannot be kept sparse by either (see _sparse).
+    shared_extractor_stays_dense: ClassVar[bool] = True
     action_space_type: ClassVar[type[spaces.Space]]
     sparse_config: SparseConfig
     sparse_controller: SparseController
@@ -55,6 +58,7 @@ class SparsePolicyMixin:
         ensure_zoo_patch()
         if not isinstance(action_space, self.action_space_type):
             raise TypeError(f"{type(self).__name__} fits {self.fits}; it cannot act in {action_space}")
+        check_observation_space(type(self).__name__, observation_space, kwargs)
         preset = kwargs.pop("preset", None)
         sparse = {k: kwargs.pop(k) for k in list(kwargs) if k in FIELDS}
         owner = f"{type(self).__name__} ({self.fits})"
@@ -99,7 +103,8 @@ class SparsePolicyMixin:
         trains it while the other reads it, and its target copy follows both, so no network
         could keep it sparse on its own (its layers would be masked and evolved twice).
         """
-        dense = ("features_extractor",) if getattr(self, "share_features_extractor", False) else ()
+        shared = self.shared_extractor_stays_dense and getattr(self, "share_features_extractor", False)
+        dense = ("features_extractor",) if shared else ()
         if dense and role == "actor" and not getattr(self, "_warned_shared", False):
             self._warned_shared = any(isinstance(m, (nn.Linear, nn.Conv2d)) for m in network.features_extractor.modules())
             if self._warned_shared:  # an extractor without weights (the default) loses nothing
@@ -139,6 +144,20 @@ class SparsePolicyMixin:
                     "the algorithm pick its own sparse policy."
                 ) from None
             raise
+
+
+def check_observation_space(policy: str, observation_space: spaces.Space, kwargs: dict[str, Any]) -> None:
+    """Refuse a Dict observation space with a features extractor that takes one tensor (SB3's check).
+
+    SB3 raises the same error for ``"MlpPolicy"``/``"CnnPolicy"`` on a Dict space; without it
+    the policy builds and ``learn`` fails in ``nn.Flatten`` (``'dict' object has no attribute 'flatten'``).
+    """
+    extractor = kwargs.get("features_extractor_class", FlattenExtractor)
+    if isinstance(observation_space, spaces.Dict) and extractor in (FlattenExtractor, NatureCNN):
+        raise ValueError(
+            f"You must use `SparseMultiInputPolicy` when working with dict observation space, not {policy} "
+            f"(with {extractor.__name__}); it is the sparse counterpart of SB3's `MultiInputPolicy`"
+        )
 
 
 def _before_state_dict(policy: SparsePolicyMixin, prefix: str, keep_vars: bool) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from torch import nn
 
 from .core.layers import MaskedLayerMixin, active_count
@@ -41,6 +42,17 @@ def network_summary(network: nn.Module) -> dict[str, Any]:
 
 
 _SUMMED = ("active_weights", "dense_weights", "forward_flops", "dense_forward_flops")
+
+
+def gradient_updates(model: Any) -> int:
+    """Gradient updates (optimizer steps) so far.
+
+    SB3's ``_n_updates``, except for on-policy algorithms, whose PPO ``_n_updates`` counts epochs:
+    there, the sparse policy's own count of optimizer steps (saved with the model).
+    """
+    if isinstance(model, OnPolicyAlgorithm):
+        return model.policy.sparse_controller.clock
+    return model._n_updates
 
 
 def update_periods(model: Any) -> dict[str, int]:
@@ -83,7 +95,8 @@ def per_update_train_flops(model: Any, networks: dict[str, Any] | None = None) -
         networks = {name: network_summary(net.online) for name, net in controller.networks.items()}
     periods = update_periods(model)
     config = model.policy.sparse_controller.config
-    batch = model.batch_size
+    # A2C trains on the whole rollout at once; the others (PPO included) on minibatches.
+    batch = getattr(model, "batch_size", None) or model.n_steps * model.n_envs
     sparse = dense = 0.0
     for name, n in networks.items():
         f_sparse, f_dense = n["forward_flops"], n["dense_forward_flops"]

@@ -4,7 +4,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from sb3_contrib import QRDQN, TQC
+from sb3_contrib import QRDQN, TQC, TRPO
 from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
 from stable_baselines3.td3.policies import TD3Policy
 
@@ -78,9 +78,9 @@ def test_numpy_scalars_are_checked_like_python_numbers(settings, message):
 @pytest.mark.parametrize(
     "algo, policy, message",
     [
-        (PPO, SparseSACPolicy, "SparseSACPolicy fits SAC, not PPO; PPO has no sparse policy"),
-        (PPO, SparseTD3Policy, "SparseTD3Policy fits TD3 and DDPG, not PPO; PPO has no sparse policy"),
-        (A2C, SparseTD3Policy, "SparseTD3Policy fits TD3 and DDPG, not A2C; A2C has no sparse policy"),
+        (PPO, SparseSACPolicy, r"SparseSACPolicy fits SAC, not PPO; PPO takes 'SparseMlpPolicy' \(SparseActorCriticPolicy\)"),
+        (A2C, SparseTD3Policy, r"SparseTD3Policy fits TD3 and DDPG, not A2C; A2C takes 'SparseMlpPolicy'"),
+        (TRPO, SparseTD3Policy, "SparseTD3Policy fits TD3 and DDPG, not TRPO; TRPO has no sparse policy"),
         (SAC, SparseTD3Policy, r"SparseTD3Policy fits TD3 and DDPG, not SAC; SAC takes 'SparseMlpPolicy' \(SparseSACPolicy\)"),
         (TD3, SparseSACPolicy, r"SparseSACPolicy fits SAC, not TD3; TD3 takes 'SparseMlpPolicy' \(SparseTD3Policy\)"),
         (DDPG, SparseSACPolicy, r"SparseSACPolicy fits SAC, not DDPG; DDPG takes 'SparseMlpPolicy' \(SparseTD3Policy\)"),
@@ -110,8 +110,8 @@ def test_the_right_policy_class_passes_the_check():
         (TD3, "Pendulum-v1", "dqn-rigl", "'ds', 'ds-td3', 'set', 'static', 'tows'"),
         (TD3, "Pendulum-v1", "ds-sac", "'ds', 'ds-td3', 'set', 'static', 'tows'"),
         (SAC, "Pendulum-v1", "dqn-gmp", "'ds', 'ds-sac', 'set', 'static', 'tows'"),
-        (DQN, "CartPole-v1", "tows", "'dqn-gmp', 'dqn-rigl', 'dqn-rigl-nobias', 'static'"),
-        (DQN, "CartPole-v1", "set", "'dqn-gmp', 'dqn-rigl', 'dqn-rigl-nobias', 'static'"),
+        (DQN, "CartPole-v1", "tows", "'dqn-gmp', 'dqn-rigl', 'dqn-rigl-nobias', 'dqn-set', 'static'"),
+        (DQN, "CartPole-v1", "set", "'dqn-gmp', 'dqn-rigl', 'dqn-rigl-nobias', 'dqn-set', 'static'"),
     ],
 )
 def test_a_preset_of_another_algorithm_is_an_error(algo, env, preset, allowed):

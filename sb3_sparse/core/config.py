@@ -191,11 +191,25 @@ PRESETS |= {
         "prune_end_fraction": 0.8,
     },
 }
+# PPO on MuJoCo (Graesser et al. 2022; google-research/rigl, rigl/rl/tfagents/configs/
+# ppo_mujoco_sparse_config.gin and ppo_mujoco_pruning_config.gin): ERK 90% over all layers
+# including the outputs, fixed sparse init; masks updated every 250 gradient updates, drop 0.3
+# cosine, last update at update 120,000 of 156,480 (0.767 of training); pruning from dense
+# every 500 updates between updates 32,000 (0.2045) and 120,000.
+_PPO_RIGL = _DQN_RIGL | {"update_interval": 250, "end_fraction": 0.767}
+PRESETS |= {
+    "ppo-rigl": _PPO_RIGL,
+    "ppo-set": _PPO_RIGL | {"method": "set"},
+    "ppo-static": _PPO_RIGL | {"method": "static"},
+    "ppo-gmp": PRESETS["dqn-gmp"]
+    | {"sparsity": 0.9, "update_interval": 500, "prune_start_fraction": 0.2045, "prune_end_fraction": 0.767},
+}
+
 DEFAULT_DROP_FRACTION = {"td3": 0.05, "sac": 0.1, "dqn": 0.3}
 PRESET_ALIASES = {"set": "ds", "ds": "ds"}
 # The algorithm families each preset was written for ("set"/"ds" follow PRESET_ALIASES).
 PRESET_FAMILIES: dict[str, tuple[str, ...]] = {
-    "static": ("td3", "sac", "dqn"),
+    "static": ("td3", "sac", "dqn", "ppo"),
     "ds": ("td3", "sac"),
     "ds-td3": ("td3",),
     "ds-sac": ("sac",),
@@ -204,8 +218,12 @@ PRESET_FAMILIES: dict[str, tuple[str, ...]] = {
     "dqn-rigl-nobias": ("dqn",),
     "dqn-set": ("dqn",),
     "dqn-gmp": ("dqn",),
+    "ppo-rigl": ("ppo",),
+    "ppo-set": ("ppo",),
+    "ppo-static": ("ppo",),
+    "ppo-gmp": ("ppo",),
 }
-FAMILY_NAMES = {"td3": "TD3/DDPG", "sac": "SAC/TQC/CrossQ", "dqn": "DQN/QR-DQN"}
+FAMILY_NAMES = {"td3": "TD3/DDPG", "sac": "SAC/TQC/CrossQ", "dqn": "DQN/QR-DQN", "ppo": "PPO/A2C"}
 # Keyword arguments of the SB3 policy that a preset fills when the user did not.
 PRESET_POLICY_DEFAULTS: dict[str, dict[str, str]] = {"tows": {"activation_fn": "LeakyReLU"}}
 

@@ -15,7 +15,7 @@ from .layers import replace_layer, to_masked
 WEIGHTED = (nn.Linear, nn.Conv2d)
 
 
-def output_layer_names(network: nn.Module, hidden_heads: tuple[str, ...] = ("latent_pi",)) -> set[str]:
+def output_layer_names(network: nn.Module, hidden_heads: tuple[str, ...] = ("latent_pi", "latent_vf")) -> set[str]:
     """Names of the layers that produce a network's outputs.
 
     The last ``Linear`` of each ``nn.Sequential`` head and every ``Linear`` that is not
