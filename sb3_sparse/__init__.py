@@ -8,6 +8,7 @@ from stable_baselines3 import DQN, SAC, TD3
 
 from .callback import SparseTrainingCallback
 from .core.config import PRESETS, SparseConfig
+from .paper import PaperProtocol, hyperparams_file, hyperparams_names, paper_protocol, paper_setup
 from .policies import SparseDQNCnnPolicy, SparseDQNPolicy, SparseSACPolicy, SparseTD3Policy
 from .summary import summary
 
@@ -25,11 +26,16 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 __all__ = [
     "PRESETS",
+    "PaperProtocol",
     "SparseConfig",
     "SparseDQNCnnPolicy",
     "SparseDQNPolicy",
     "SparseSACPolicy",
     "SparseTD3Policy",
     "SparseTrainingCallback",
+    "hyperparams_file",
+    "hyperparams_names",
+    "paper_protocol",
+    "paper_setup",
     "summary",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m sb3_sparse demo`` and ``python -m sb3_sparse info model.zip``."""
+"""Command line: ``python -m sb3_sparse demo``, ``info model.zip`` and ``hyperparams [NAME]``."""
 
 from __future__ import annotations
 
@@ -84,6 +84,17 @@ def demo(steps: int, out: str, seed: int) -> None:
         raise SystemExit(1)
 
 
+def hyperparams(name: str | None) -> None:
+    """Print the installed path of a hyperparameter file (for ``rl_zoo3.train -conf``), or of all of them."""
+    from sb3_sparse.paper import hyperparams_file, hyperparams_names
+
+    try:
+        names = [name] if name else hyperparams_names()
+        print("\n".join(str(hyperparams_file(n)) for n in names))
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sb3_sparse")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,9 +104,13 @@ def main(argv: list[str] | None = None) -> None:
     p_demo.add_argument("--steps", type=int, default=15_000)
     p_demo.add_argument("--out", default="sparse_td3_pendulum")
     p_demo.add_argument("--seed", type=int, default=0)
+    p_hyper = sub.add_parser("hyperparams", help="print the path of a shipped hyperparameter file (all without NAME)")
+    p_hyper.add_argument("name", nargs="?", help="a file name (ds_td3) or a preset (ds-td3)")
     args = parser.parse_args(argv)
     if args.command == "info":
         info(args.path)
+    elif args.command == "hyperparams":
+        hyperparams(args.name)
     else:
         demo(args.steps, args.out, args.seed)
 
