@@ -8,6 +8,7 @@ from stable_baselines3 import DQN, SAC, TD3
 
 from .callback import SparseTrainingCallback
 from .core.config import PRESETS, SparseConfig
+from .exporter import export
 from .paper import PaperProtocol, hyperparams_file, hyperparams_names, paper_protocol, paper_setup
 from .policies import SparseDQNCnnPolicy, SparseDQNPolicy, SparseSACPolicy, SparseTD3Policy
 from .summary import summary
@@ -33,6 +34,7 @@ __all__ = [
     "SparseSACPolicy",
     "SparseTD3Policy",
     "SparseTrainingCallback",
+    "export",
     "hyperparams_file",
     "hyperparams_names",
     "paper_protocol",
