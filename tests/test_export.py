@@ -66,7 +66,8 @@ def exported(tmp_path_factory):
         assert sb3_sparse.export(model, folder / name).name == f"{name}.zip"
         assert sb3_sparse.export(model, folder / name, format="compact").name == f"{name}.npz"
         assert type(model.policy).__name__.startswith("Sparse") and model.policy_class is type(model.policy)  # untouched
-    np.savez(folder / "expected.npz", **{f"{n}.obs": o for n, (o, _) in expected.items()}, **{n: a for n, (_, a) in expected.items()})
+    arrays = {f"{n}.obs": obs for n, (obs, _) in expected.items()} | {n: actions for n, (_, actions) in expected.items()}
+    np.savez(folder / "expected.npz", **arrays)
     return folder, expected
 
 
@@ -102,7 +103,7 @@ print(json.dumps(out))
 
 
 def test_compact_file_acts_like_the_model_with_numpy_alone(exported):
-    folder, expected = exported
+    folder, _ = exported
     code = f"""
 import numpy as np
 from compact_loader import load_compact
