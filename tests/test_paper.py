@@ -66,7 +66,7 @@ def test_paper_setup_is_every_yaml_value(name, env_id, values):
     protocol = sb3_sparse.paper_protocol(name, env_id)
     for key, value in values.items():
         if key == "policy" and "." in value:
-            assert f"{kwargs['policy'].__module__.split('.')[0]}.{kwargs['policy'].__name__}" == value
+            assert kwargs["policy"] is paper._import(value)
         elif key == "policy_kwargs":
             assert kwargs[key] == (eval(value, dict(paper._EVAL_NAMESPACE)) if isinstance(value, str) else value)
         elif key == "noise_std":
@@ -121,3 +121,41 @@ def test_wheel_ships_the_hyperparameter_files(tmp_path):
     shipped = {Path(n).name for n in zipfile.ZipFile(wheel).namelist() if n.startswith("sb3_sparse/hyperparams/")}
     assert shipped == {f"{name}.yml" for name in sb3_sparse.hyperparams_names()}
     assert "sb3_sparse/paper.py" in zipfile.ZipFile(wheel).namelist()
+
+
+# The files for DDPG, TQC, QR-DQN and CrossQ, with their quick CPU entries.
+NEW_FILES = [
+    ("ds_ddpg", "Pendulum-v1"),
+    ("ds_tqc", "Pendulum-v1"),
+    ("rigl_qrdqn", "CartPole-v1"),
+    ("ds_crossq", "Pendulum-v1"),
+]
+
+
+@pytest.mark.parametrize("name, env_id", NEW_FILES)
+def test_contrib_and_ddpg_files_train(name, env_id):
+    protocol = sb3_sparse.paper_protocol(name, env_id)
+    small = dict(learning_starts=20, buffer_size=100, batch_size=16, seed=0, policy_kwargs=dict(net_arch=[32, 32]))
+    model = protocol.algo(**sb3_sparse.paper_setup(name, env_id, **small))
+    assert type(model.policy).__name__.startswith("Sparse")
+    model.learn(40, callback=protocol.callbacks())
+    assert sb3_sparse.summary(model)["sparsity"] == pytest.approx(0.9 if name == "rigl_qrdqn" else 0.5, abs=0.01)
+
+
+@pytest.mark.parametrize("name, env_id", [*NEW_FILES[:1], ("ds_tqc", "Hopper-v5"), *NEW_FILES[2:]])
+def test_new_files_build_in_rl_zoo3_like_paper_setup(name, env_id, tmp_path, monkeypatch):
+    import argparse
+
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    monkeypatch.chdir(tmp_path)
+    algo = name.rsplit("_", 1)[1]
+    manager = ExperimentManager(
+        argparse.Namespace(), algo, env_id, str(tmp_path), n_timesteps=100, hyperparams={"buffer_size": 100},
+        config=str(sb3_sparse.hyperparams_file(name)), eval_freq=-1, seed=0, verbose=0,
+    )  # fmt: skip
+    zoo_model, _ = manager.setup_experiment()
+    model = sb3_sparse.paper_protocol(name, env_id).algo(**sb3_sparse.paper_setup(name, env_id, buffer_size=100, seed=0))
+    assert type(zoo_model) is type(model) and type(zoo_model.policy) is type(model.policy)
+    assert zoo_model.policy.sparse_config == model.policy.sparse_config
+    assert sb3_sparse.summary(zoo_model)["active_weights"] == sb3_sparse.summary(model)["active_weights"]
