@@ -76,6 +76,29 @@ def record_video(model: Any, env: Any, path: Path, length: int, deterministic: b
     imageio.mimwrite(path, frames, fps=fps, codec="libx264", macro_block_size=2, quality=7)
 
 
+def _export_plain(model: Any, model_path: str, path: Path, load_kwargs: dict[str, Any]) -> str | None:
+    """Write the agent with SB3's own policy class (loads without sb3-sparse); return its file name.
+
+    The model was loaded for evaluation with ``load_kwargs`` (a one-transition buffer): the copy gets the
+    saved values back, so that it trains on like the original.
+    """
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    from .exporter import export
+
+    if not hasattr(model.policy, "sparse_controller"):
+        return None  # a dense baseline already loads without the plugin
+    data, _, _ = load_from_zip_file(model_path, load_data=True, device="cpu")
+    saved = {key: (getattr(model, key), data[key]) for key in load_kwargs if key in data}
+    try:
+        for key, (_, value) in saved.items():
+            setattr(model, key, value)
+        return export(model, path, format="sb3").name
+    finally:
+        for key, (value, _) in saved.items():
+            setattr(model, key, value)
+
+
 def _train_command(path: Path) -> str | None:
     """The zoo's ``command.txt`` with the interpreter's path shortened to ``python``."""
     if not path.is_file():
@@ -83,7 +106,22 @@ def _train_command(path: Path) -> str | None:
     words = path.read_text().split()
     if words and Path(words[0]).name.startswith("python"):
         words[0] = "python"
-    return " ".join(words)
+    return " ".join(_portable_conf(words))
+
+
+def _portable_conf(words: list[str]) -> list[str]:
+    """Name a shipped hyperparameter file as ``$(python -m sb3_sparse hyperparams NAME)``, which works after ``pip install``.
+
+    Only a ``-conf`` file with the same content as the shipped one is replaced (an edited copy is the user's own).
+    """
+    from .paper import HYPERPARAMS_DIR
+
+    for i, word in enumerate(words[:-1]):
+        conf, shipped = Path(words[i + 1]), HYPERPARAMS_DIR / Path(words[i + 1]).name
+        same = conf.is_file() and shipped.is_file() and conf.read_bytes() == shipped.read_bytes()
+        if word in ("-conf", "--conf-file") and same:
+            words = [*words[: i + 1], f"$(python -m sb3_sparse hyperparams {conf.stem})", *words[i + 2 :]]
+    return words
 
 
 def _evaluate(model: Any, env: Any, n_episodes: int, deterministic: bool, folder: Path) -> tuple[float, float]:
@@ -208,6 +246,7 @@ def package(
         with gitattributes.open("a") as f:
             f.write("*.mp4 filter=lfs diff=lfs merge=lfs -text\n")
 
+    plain_filename = _export_plain(model, model_path, out_dir / f"{model_name}-plain-sb3.zip", load_kwargs)
     mean_reward, std_reward = _evaluate(model, eval_env, n_eval_episodes, deterministic, out_dir)
     print(f"Mean reward: {mean_reward:.2f} +/- {std_reward:.2f} over {n_eval_episodes} episodes")
     report = sparsity_report(model)
@@ -245,6 +284,8 @@ def package(
         install=install or f"sb3-sparse=={sb3_sparse.__version__}",
         train_command=_train_command(command_file),
         repo_name_is_default=repo_name is None or repo_name == str(model_name),
+        plain_filename=plain_filename,
+        algo_module=algo_class.__module__.split(".")[0],
     )
     card.save(out_dir / "README.md")
     eval_env.close()

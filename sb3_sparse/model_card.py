@@ -95,6 +95,23 @@ def sparsity_section(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _plain_usage(algo_class_name: str, algo_module: str, repo_id: str, plain_filename: str | None) -> str:
+    """The card's lines for the copy that loads without sb3-sparse (none when there is no copy)."""
+    if not plain_filename:
+        return ""
+    return f"""Without sb3-sparse: `{plain_filename}` is the same agent saved with {algo_module}'s own policy
+class (absent connections stored as zeros, so the actions are identical); it needs only `{algo_module}`:
+
+```python
+from huggingface_sb3 import load_from_hub
+from {algo_module} import {algo_class_name}
+
+model = {algo_class_name}.load(load_from_hub(repo_id="{repo_id}", filename="{plain_filename}"))
+```
+
+"""
+
+
 def model_card(
     *,
     algo: str,
@@ -110,6 +127,8 @@ def model_card(
     install: str,
     train_command: str | None = None,
     repo_name_is_default: bool = True,
+    plain_filename: str | None = None,
+    algo_module: str = "stable_baselines3",
 ) -> Any:
     """Build the model card: the SB3/zoo metadata, the sparsity section and the usage lines.
 
@@ -126,6 +145,8 @@ def model_card(
     :param install: the pip requirement of the plugin shown in the card.
     :param train_command: the command that trained the agent, if known.
     :param repo_name_is_default: whether the repository name is the zoo's default ``algo-env``.
+    :param plain_filename: the agent saved with SB3's own policy class (``sb3_sparse.export``), if any.
+    :param algo_module: the package of the algorithm class (``"stable_baselines3"`` or ``"sb3_contrib"``).
     :return: a ``huggingface_hub.ModelCard``.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -185,7 +206,7 @@ model = {algo_class_name}.load(checkpoint)
 print(sb3_sparse.summary(model)["sparsity"])
 ```
 
-Or with the RL Zoo:
+{_plain_usage(algo_class_name, algo_module, repo_id, plain_filename)}Or with the RL Zoo:
 
 ```bash
 pip install "{install}" rl_zoo3

@@ -2,12 +2,10 @@
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from isolation import run_without
 from sb3_contrib import QRDQN, TQC, CrossQ
 from stable_baselines3 import DQN, SAC, TD3
 
@@ -24,15 +22,6 @@ CONTRIB = {
     "TQC": (TQC, "Pendulum-v1", dict(sparsity=0.8, sparse_output_layer=True)),
     "CrossQ": (CrossQ, "Pendulum-v1", dict(sparsity=0.8)),
 }
-# Run before the test's code in a fresh interpreter: importing any of the named packages fails.
-BLOCK = """
-import sys
-class _Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {blocked!r}:
-            raise ImportError(name + " is blocked in this test")
-sys.meta_path.insert(0, _Block())
-"""
 
 
 def trained(algo, env, policy_kwargs):
@@ -71,14 +60,6 @@ def exported(tmp_path_factory):
     return folder, expected
 
 
-def run_blocked(folder, blocked, code):
-    env = dict(os.environ, PYTHONPATH=os.environ.get("PYTHONPATH", ""))
-    script = BLOCK.format(blocked=set(blocked)) + code
-    result = subprocess.run([sys.executable, "-c", script], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
 def test_sb3_zip_loads_and_acts_identically_without_sb3_sparse(exported):
     folder, _ = exported
     code = f"""
@@ -98,7 +79,7 @@ for name in {list(CASES)!r}:
     out[name] = type(model.policy).__module__
 print(json.dumps(out))
 """
-    modules = json.loads(run_blocked(folder, ["sb3_sparse"], code).strip().splitlines()[-1])
+    modules = json.loads(run_without(["sb3_sparse"], code, folder).strip().splitlines()[-1])
     assert all(m.startswith("stable_baselines3.") for m in modules.values()), modules
 
 
@@ -114,7 +95,7 @@ for name in {list(CASES)!r}:
     assert np.shape(policy.predict(expected[name + ".obs"][0])) == np.shape(expected[name][0])
 print("ok")
 """
-    assert "ok" in run_blocked(folder, ["sb3_sparse", "torch", "stable_baselines3", "gymnasium"], code)
+    assert "ok" in run_without(["sb3_sparse", "torch", "stable_baselines3", "gymnasium"], code, folder)
     with np.load(folder / "TD3.npz") as data:  # only the active weights are stored
         model_active = sum(data[k].size for k in data.files if k.endswith(".values"))
         assert all(data[k].dtype == np.int32 for k in data.files if k.endswith(".indices"))
