@@ -9,7 +9,8 @@ This file imports nothing but NumPy and the standard library, so it can be copie
 
 The ``.npz`` file holds, for each linear layer, the active weights (``values``, float32), their
 flat row-major positions in the ``(out, in)`` weight matrix (``indices``, int32) and the bias,
-plus a JSON ``meta`` entry: the layers and activations in order and how the output becomes an
+plus a JSON ``meta`` entry: the layers, activations and (CrossQ's) normalisations folded into a
+per-feature ``affine`` map, in order, and how the output becomes an
 action (``box``: SB3's rescaling of a tanh output to the action bounds, or clipping;
 ``argmax``: DQN; ``quantile_argmax``: QR-DQN, the mean over quantiles). The weight matrices
 are rebuilt densely once, at load time.
@@ -55,6 +56,8 @@ class CompactPolicy:
                 weight[arrays[f"{key}.indices"]] = arrays[f"{key}.values"]
                 bias = arrays.get(f"{key}.bias")
                 self.layers.append(("linear", (weight.reshape(op["out"], op["in"]).T.copy(), bias)))
+            elif op["op"] == "affine":  # a normalisation layer with its running statistics folded in
+                self.layers.append(("affine", (arrays[f"{op['key']}.scale"], arrays[f"{op['key']}.shift"])))
             elif op["op"] in ACTIVATIONS:
                 self.layers.append((op["op"], op))
             else:
@@ -69,6 +72,9 @@ class CompactPolicy:
                 x = x @ weight_t
                 if bias is not None:
                     x = x + bias
+            elif op == "affine":
+                scale, shift = params
+                x = x * scale + shift
             else:
                 x = ACTIVATIONS[op](x, params).astype(np.float32, copy=False)
         return x

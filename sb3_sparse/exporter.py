@@ -42,7 +42,8 @@ def export(model: BaseAlgorithm, path: str | Path, format: str = "sb3") -> Path:
     :param format: ``"sb3"``: a zip that the algorithm's own ``load`` opens, with SB3's policy class
         (optimizer state kept when the parameters match, e.g. not after ``bias=False``);
         ``"compact"``: the deterministic actor's active weights, int32 positions and biases in an
-        ``.npz`` plus ``compact_loader.py`` in the same folder (MLP policies on Box observations).
+        ``.npz`` plus ``compact_loader.py`` in the same folder (MLP policies on Box observations; a
+        ``VecNormalize``'s observation statistics are not included: normalise before ``predict``).
     :return: the path written.
     """
     if format == "sb3":
@@ -124,6 +125,10 @@ def _export_compact(model: BaseAlgorithm, path: Path) -> Path:
             else:
                 arrays[f"{key}.bias"] = np.zeros(module.out_features, dtype=np.float32)
             ops.append({"op": "linear", "key": key, "in": module.in_features, "out": module.out_features})
+        elif hasattr(module, "ra_mean") and hasattr(module, "ra_var"):  # sb3-contrib's BatchRenorm (CrossQ)
+            key = f"norm{sum(op['op'] == 'affine' for op in ops)}"
+            arrays[f"{key}.scale"], arrays[f"{key}.shift"] = _renorm_affine(module)
+            ops.append({"op": "affine", "key": key})
         else:
             ops.append(_activation(module))
     meta = {
@@ -167,6 +172,16 @@ def _modules(network: nn.Module) -> list[nn.Module]:
         return [*network.latent_pi, network.mu, nn.Tanh()]
     sequential = next(getattr(network, n) for n in ("mu", "q_net", "quantile_net") if hasattr(network, n))
     return [m for m in sequential if not isinstance(m, nn.Identity)]
+
+
+def _renorm_affine(module: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    """Batch Renormalization in evaluation mode (running statistics) as ``x * scale + shift``."""
+    with torch.no_grad():
+        scale = 1.0 / torch.sqrt(module.ra_var + module.eps)
+        shift = -module.ra_mean * scale
+        if module.affine:
+            scale, shift = scale * module.scale, shift * module.scale + module.bias
+    return scale.cpu().numpy().astype(np.float32), shift.cpu().numpy().astype(np.float32)
 
 
 def _activation(module: nn.Module) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 from stable_baselines3.common.utils import LinearSchedule
@@ -172,8 +171,7 @@ def paper_protocol(name: str, env_id: str) -> PaperProtocol:
     :return: the algorithm, ``n_timesteps``, callbacks, environment options and evaluation protocol.
     """
     path = hyperparams_file(name)
-    with open(path) as f:
-        entries = yaml.safe_load(f)
+    entries = _read_yaml(path)
     if env_id in entries:
         entry = env_id
     elif "atari" in entries and _is_atari(env_id):
@@ -217,8 +215,7 @@ def paper_setup(name: str, env_id: str, **overrides: Any) -> dict[str, Any]:
     :return: keyword arguments for the algorithm (``policy`` and ``env`` included).
     """
     protocol = paper_protocol(name, env_id)
-    with open(protocol.file) as f:
-        values = dict(yaml.safe_load(f)[protocol.entry])
+    values = dict(_read_yaml(protocol.file)[protocol.entry])
     for key in (*_RUN_KEYS, *_ENV_KEYS):
         values.pop(key, None)
     policy = values.pop("policy")
@@ -252,6 +249,13 @@ def _action_noise(noise_type: str, noise_std: float, env_id: str) -> NormalActio
     if "ornstein-uhlenbeck" in noise_type:
         return OrnsteinUhlenbeckActionNoise(mean=mean, sigma=sigma)
     raise ValueError(f"Unknown noise_type={noise_type!r}; allowed: 'normal', 'ornstein-uhlenbeck'")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml  # PyYAML: imported here so that importing sb3_sparse stays light
+
+    with open(path) as f:
+        return yaml.safe_load(f)
 
 
 def _import(dotted: str) -> Any:
