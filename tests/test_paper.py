@@ -159,3 +159,11 @@ def test_new_files_build_in_rl_zoo3_like_paper_setup(name, env_id, tmp_path, mon
     assert type(zoo_model) is type(model) and type(zoo_model.policy) is type(model.policy)
     assert zoo_model.policy.sparse_config == model.policy.sparse_config
     assert sb3_sparse.summary(zoo_model)["active_weights"] == sb3_sparse.summary(model)["active_weights"]
+
+
+def test_atari_entries_get_the_zoo_wrappers():
+    pytest.importorskip("ale_py")
+    model = DQN(**sb3_sparse.paper_setup("dqn-rigl", "PongNoFrameskip-v4", buffer_size=10, seed=0))
+    assert type(model.policy).__name__ == "SparseDQNCnnPolicy"
+    assert model.observation_space.shape == (4, 84, 84)  # AtariWrapper + 4 stacked frames, channels first
+    assert sb3_sparse.paper_protocol("dqn-rigl", "PongNoFrameskip-v4").entry == "atari"
