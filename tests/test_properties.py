@@ -1,5 +1,6 @@
 """Property-based tests (hypothesis) of the pure-torch core: random shapes, sparsities, distributions, schedules."""
 
+import itertools
 import math
 import os
 
@@ -9,9 +10,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from sb3_sparse.core import lambda_counts, layer_counts, random_mask
-from sb3_sparse.core.layers import to_masked
+from sb3_sparse.core import SparseConfig, lambda_counts, layer_counts, random_mask
+from sb3_sparse.core.layers import MaskedLayerMixin, active_count, to_masked
 from sb3_sparse.core.schedules import cubic_sparsity_at, drop_fraction_at
+from sb3_sparse.core.sparsify import sparsify_
 from sb3_sparse.core.topology import TargetSupport, drop_smallest, grow_best, prune_to_count_, random_scores
 
 # 60 examples per property in the suite; set SB3_SPARSE_HYPOTHESIS_EXAMPLES for a longer search.
@@ -25,9 +27,9 @@ fractions = st.floats(0.0, 1.0, allow_nan=False)
 
 @st.composite
 def networks(draw):
-    """Weight shapes, which layers may be sparse (at least one), a sparsity and a distribution."""
+    """Weight shapes, which layers may be sparse, a sparsity and a distribution."""
     shapes = draw(st.one_of(linear_shapes, conv_shapes))
-    sparse = draw(st.lists(st.booleans(), min_size=len(shapes), max_size=len(shapes)).filter(any))
+    sparse = draw(st.lists(st.booleans(), min_size=len(shapes), max_size=len(shapes)))
     return shapes, sparse, draw(st.floats(0.0, 0.99)), draw(st.sampled_from(["er", "erk", "uniform"]))
 
 
@@ -38,7 +40,7 @@ def test_layer_counts_are_exact_and_hit_the_budget_within_one_connection_per_lay
     sizes = [math.prod(s) for s in shapes]
     try:
         counts = layer_counts(shapes, sparse, sparsity, distribution)
-    except ValueError as error:  # only when the dense layers alone exceed the budget
+    except ValueError as error:  # only when the dense layers alone exceed the budget (or all layers are dense)
         assert "cannot be reached" in str(error)
         assert sum(size for size, s in zip(sizes, sparse, strict=True) if not s) >= (1 - sparsity) * sum(sizes)
         return
@@ -151,3 +153,36 @@ def test_cubic_sparsity_is_monotone_between_initial_and_final(initial, final, p,
     assert lo - 1e-12 <= s_low <= hi + 1e-12 and lo - 1e-12 <= s_high <= hi + 1e-12  # densities stay in [0, 1]
     # moving forward in training moves the sparsity towards the final value
     assert (s_high - s_low) * (final - initial) >= -1e-12
+
+
+@FAST
+@given(
+    st.lists(st.integers(1, 40), min_size=2, max_size=5),  # a single layer is an output layer
+    st.floats(0.0, 0.95),
+    st.sampled_from(["er", "erk", "uniform"]),
+    st.booleans(),
+)
+def test_sparsify_gives_every_layer_its_exact_count(widths, sparsity, distribution, sparse_output_layer):
+    layers = [nn.Linear(a, b) for a, b in itertools.pairwise(widths)]
+    network = nn.Sequential(*(m for layer in layers for m in (layer, nn.ReLU())))
+    config = SparseConfig(method="set", sparsity=sparsity, distribution=distribution, sparse_output_layer=sparse_output_layer)
+    try:
+        counts = sparsify_(network, config, sparsity)
+    except ValueError as error:
+        assert "cannot be reached" in str(error)
+        return
+    weighted = [m for m in network if isinstance(m, nn.Linear)]
+    for i, (layer, count) in enumerate(zip(weighted, counts, strict=True)):
+        output = i == len(weighted) - 1
+        if output and not sparse_output_layer:
+            assert not isinstance(layer, MaskedLayerMixin) and count == layer.weight.numel()
+        else:
+            assert active_count(layer) == count == int(torch.count_nonzero(layer.weight))  # exact, and absent weights are zero
+    assert abs(sum(counts) - (1 - sparsity) * sum(m.weight.numel() for m in weighted)) <= len(weighted)
+
+
+def test_a_network_with_no_sparse_layer_cannot_reach_a_sparsity():
+    """Found by the property above: this returned [3] (a dense layer, 0 % sparsity) without an error."""
+    with pytest.raises(ValueError, match="no layer may be sparse"):
+        layer_counts([(3, 1)], [False], 0.5, "er")
+    assert layer_counts([(3, 1)], [False], 0.0, "er") == [3]
