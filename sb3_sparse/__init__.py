@@ -8,6 +8,7 @@ from stable_baselines3 import DQN, SAC, TD3
 
 from .callback import SparseTrainingCallback
 from .core.config import PRESETS, SparseConfig
+from .denormal import FlushDenormalCallback, flush_denormal
 from .exporter import export
 from .paper import PaperProtocol, hyperparams_file, hyperparams_names, paper_protocol, paper_setup
 from .policies import SparseDQNCnnPolicy, SparseDQNPolicy, SparseSACPolicy, SparseTD3Policy
@@ -27,6 +28,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 __all__ = [
     "PRESETS",
+    "FlushDenormalCallback",
     "PaperProtocol",
     "SparseConfig",
     "SparseDQNCnnPolicy",
@@ -35,6 +37,7 @@ __all__ = [
     "SparseTD3Policy",
     "SparseTrainingCallback",
     "export",
+    "flush_denormal",
     "hyperparams_file",
     "hyperparams_names",
     "paper_protocol",

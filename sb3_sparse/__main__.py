@@ -53,7 +53,7 @@ def info(path: str) -> None:
     print(_format_summary(summary))
 
 
-def demo(steps: int, out: str, seed: int) -> None:
+def demo(steps: int, out: str, seed: int, flush_denormal: bool = True) -> None:
     """Train a sparse TD3 agent on Pendulum-v1 and report what it cost and how it does."""
     import torch
     from stable_baselines3 import TD3
@@ -71,7 +71,8 @@ def demo(steps: int, out: str, seed: int) -> None:
     )
     before, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=5)
     start = time.time()
-    model.learn(steps, callback=sb3_sparse.SparseTrainingCallback(), progress_bar=sys.stdout.isatty())
+    callback = sb3_sparse.SparseTrainingCallback(flush_denormal=flush_denormal)
+    model.learn(steps, callback=callback, progress_bar=sys.stdout.isatty())
     elapsed = time.time() - start
     mean, std = evaluate_policy(model, model.get_env(), n_eval_episodes=10)
     model.save(out)
@@ -104,6 +105,10 @@ def main(argv: list[str] | None = None) -> None:
     p_demo.add_argument("--steps", type=int, default=15_000)
     p_demo.add_argument("--out", default="sparse_td3_pendulum")
     p_demo.add_argument("--seed", type=int, default=0)
+    p_demo.add_argument(
+        "--flush-denormal", action=argparse.BooleanOptionalAction, default=True,
+        help="flush denormal floats to zero while training (default: on; see docs/benchmarks.md)",
+    )  # fmt: skip
     p_hyper = sub.add_parser("hyperparams", help="print the path of a shipped hyperparameter file (all without NAME)")
     p_hyper.add_argument("name", nargs="?", help="a file name (ds_td3) or a preset (ds-td3)")
     args = parser.parse_args(argv)
@@ -112,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "hyperparams":
         hyperparams(args.name)
     else:
-        demo(args.steps, args.out, args.seed)
+        demo(args.steps, args.out, args.seed, args.flush_denormal)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ PAPER_FILES = {
     "tows": "tows90_td3",
     "dqn-rigl": "rigl_dqn",
     "dqn-rigl-nobias": "rigl_nobias_dqn",
+    "dqn-set": "set_dqn",
     "dqn-gmp": "gmp_dqn",
 }
 # File-name suffix -> (module, algorithm class).

@@ -131,6 +131,7 @@ def test_every_file_carries_the_papers_settings(path, tmp_path, monkeypatch):
         if method == "dense":
             assert not hasattr(model.policy, "sparse_controller")
             assert type(model.policy).__module__.startswith("stable_baselines3")
+            assert sb3_sparse.FlushDenormalCallback in callback_types
             continue
         assert sb3_sparse.SparseTrainingCallback in callback_types
         config = model.policy.sparse_config
@@ -162,7 +163,8 @@ def test_every_dqn_file_carries_the_papers_settings(path, tmp_path):
     for env_id in ("BreakoutNoFrameskip-v4", "CartPole-v1"):  # "atari" serves every Atari game
         model, callbacks = build(path, env_id, tmp_path, "dqn")
         if method == "dense":
-            assert not hasattr(model.policy, "sparse_controller") and not callbacks
+            assert not hasattr(model.policy, "sparse_controller")
+            assert {type(c) for c in callbacks} == {sb3_sparse.FlushDenormalCallback}
             continue
         cnn = env_id != "CartPole-v1"
         assert type(model.policy) is (sb3_sparse.SparseDQNCnnPolicy if cnn else sb3_sparse.SparseDQNPolicy)
@@ -172,6 +174,7 @@ def test_every_dqn_file_carries_the_papers_settings(path, tmp_path):
         layers = [m for m in model.policy.q_net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
         assert len(layers) == (5 if cnn else 3)
         assert all(m.bias is None for m in layers) is (method == "rigl_nobias")
+        assert config.init == ("dense" if method in ("static", "gmp") else "sparse")  # Graesser et al.'s configs
         sparsity = sb3_sparse.summary(model)["sparsity"]
         if method == "gmp":  # dense at the start, pruned to 95% between 20% and 80% of training every 5000 updates
             assert sparsity == 0.0 and config.sparsity == 0.95 and config.update_interval == 5000

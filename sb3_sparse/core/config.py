@@ -18,6 +18,7 @@ from .distributions import DISTRIBUTIONS
 METHODS = ("static", "set", "rigl", "gmp")
 DROP_SCHEDULES = ("constant", "cosine")
 TARGET_RULES = ("magnitude", "online_mask")
+INITS = ("dense", "sparse")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class SparseConfig:
     :param prune_end_fraction: ``gmp`` only: training fraction where the target sparsity is reached.
     :param dormant_interval: gradient updates between dormant-neuron measurements (0 = off).
     :param dormant_threshold: a neuron is dormant when its normalised score is <= this (tau).
+    :param init: weights of the sparse layers at the start: ``"dense"`` (PyTorch's dense
+        initialization times the mask, Sokar et al.'s code) or ``"sparse"`` (every active weight
+        redrawn Glorot-uniform from its units' sparse fan-in and fan-out, Graesser et al.'s code;
+        see :func:`sb3_sparse.core.initialization.sparse_init_`).
     """
 
     method: str = "set"
@@ -66,12 +71,14 @@ class SparseConfig:
     prune_end_fraction: float = 0.8
     dormant_interval: int = 0
     dormant_threshold: float = 0.1
+    init: str = "dense"
 
     def __post_init__(self) -> None:
         _check_choice("method", self.method, METHODS)
         _check_choice("distribution", self.distribution, tuple(DISTRIBUTIONS))
         _check_choice("drop_schedule", self.drop_schedule, DROP_SCHEDULES)
         _check_choice("target_sparsity", self.target_sparsity, TARGET_RULES)
+        _check_choice("init", self.init, INITS)
         for name in ("sparsity", "actor_sparsity", "critic_sparsity", "initial_sparsity"):
             value = getattr(self, name)
             if value is not None and not (_is_number(value) and 0.0 <= value < 1.0):
@@ -149,10 +156,12 @@ _DQN_RIGL = {
     "drop_fraction": 0.3,
     "drop_schedule": "cosine",
     "end_fraction": 0.8,
+    "init": "sparse",  # init_masks.fixed_sparse_init = True in their SET and RigL configs
 }
 PRESETS |= {
     "dqn-rigl": _DQN_RIGL,
     "dqn-rigl-nobias": _DQN_RIGL | {"bias": False},
+    "dqn-set": _DQN_RIGL | {"method": "set"},
     "dqn-gmp": {
         "method": "gmp",
         "sparsity": 0.95,

@@ -9,6 +9,7 @@ from torch import nn
 
 from .config import SparseConfig
 from .distributions import lambda_counts, layer_counts, random_mask
+from .initialization import sparse_init_
 from .layers import replace_layer, to_masked
 
 WEIGHTED = (nn.Linear, nn.Conv2d)
@@ -40,7 +41,8 @@ def sparsify_(network: nn.Module, config: SparseConfig, sparsity: float, sparse_
     """Replace the network's Linear/Conv2d layers by masked ones; return active counts per layer.
 
     :param network: a built network (its dense layers are replaced in place).
-    :param config: supplies the distribution, lambdas, ``sparse_output_layer`` and ``bias``.
+    :param config: supplies the distribution, lambdas, ``sparse_output_layer``, ``bias`` and ``init``
+        (``"sparse"`` redraws each masked layer's weights from its sparse fans once its mask is set).
     :param sparsity: the network's sparsity (ignored when ``config.lambdas`` is set).
     :param sparse_biases: whether ``config.bias=False`` may remove this network's biases.
     """
@@ -64,6 +66,8 @@ def sparsify_(network: nn.Module, config: SparseConfig, sparsity: float, sparse_
         if config.method == "gmp":  # gradual pruning starts from the initial sparsity
             count = max(count, round((1.0 - config.initial_sparsity) * math.prod(shape)))
         masked.set_mask_(random_mask(shape, count).to(layer.weight.device))
+        if config.init == "sparse":
+            sparse_init_(masked)
         replace_layer(network, name, masked)
     return counts
 
