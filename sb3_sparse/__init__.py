@@ -13,8 +13,10 @@ from stable_baselines3 import DQN, SAC, TD3
 from .callback import SparseTrainingCallback
 from .core.config import PRESETS, SparseConfig
 from .denormal import FlushDenormalCallback, flush_denormal
+from .exporter import export
 from .multi_input import SparseDQNMultiInputPolicy, SparseSACMultiInputPolicy, SparseTD3MultiInputPolicy
 from .on_policy import SparseActorCriticCnnPolicy, SparseActorCriticMultiInputPolicy, SparseActorCriticPolicy
+from .paper import PaperProtocol, hyperparams_file, hyperparams_names, paper_protocol, paper_setup
 from .policies import SparseDQNCnnPolicy, SparseDQNPolicy, SparseSACPolicy, SparseTD3Policy
 from .summary import summary
 
@@ -40,6 +42,7 @@ if "rl_zoo3" in sys.modules:  # imported by rl-zoo3 (a file naming sb3_sparse.Sp
 __all__ = [
     "PRESETS",
     "FlushDenormalCallback",
+    "PaperProtocol",
     "SparseActorCriticCnnPolicy",
     "SparseActorCriticMultiInputPolicy",
     "SparseActorCriticPolicy",
@@ -52,6 +55,11 @@ __all__ = [
     "SparseTD3MultiInputPolicy",
     "SparseTD3Policy",
     "SparseTrainingCallback",
+    "export",
     "flush_denormal",
+    "hyperparams_file",
+    "hyperparams_names",
+    "paper_protocol",
+    "paper_setup",
     "summary",
 ]

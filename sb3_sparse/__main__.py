@@ -1,4 +1,4 @@
-"""Command line: ``python -m sb3_sparse demo`` and ``python -m sb3_sparse info model.zip``."""
+"""Command line: ``python -m sb3_sparse demo``, ``info model.zip`` and ``hyperparams [NAME]``."""
 
 from __future__ import annotations
 
@@ -114,6 +114,17 @@ def demo(steps: int, out: str, seed: int, flush_denormal: bool = True) -> None:
         raise SystemExit(1)
 
 
+def hyperparams(name: str | None) -> None:
+    """Print the installed path of a hyperparameter file (for ``rl_zoo3.train -conf``), or of all of them."""
+    from sb3_sparse.paper import hyperparams_file, hyperparams_names
+
+    try:
+        names = [name] if name else hyperparams_names()
+        print("\n".join(str(hyperparams_file(n)) for n in names))
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sb3_sparse")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,10 +138,14 @@ def main(argv: list[str] | None = None) -> None:
         "--flush-denormal", action=argparse.BooleanOptionalAction, default=True,
         help="flush denormal floats to zero while training (default: on; see docs/benchmarks.md)",
     )  # fmt: skip
+    p_hyper = sub.add_parser("hyperparams", help="print the path of a shipped hyperparameter file (all without NAME)")
+    p_hyper.add_argument("name", nargs="?", help="a file name (ds_td3) or a preset (ds-td3)")
     args = parser.parse_args(argv)
     try:
         if args.command == "info":
             info(args.path)
+        elif args.command == "hyperparams":
+            hyperparams(args.name)
         else:
             demo(args.steps, args.out, args.seed, args.flush_denormal)
     except BadInput as error:

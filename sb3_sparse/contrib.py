@@ -32,6 +32,7 @@ class SparseQRDQNMultiInputPolicy(SparseMultiInputMixin, SparseQRDQNPolicy):
 class SparseTQCPolicy(SparsePolicyMixin, TQCPolicy):
     """TQC policy with sparse actor and quantile critics (SAC's defaults: eta 0.1)."""
 
+    paper_network = True
     algorithm_family = "sac"
     fits = "TQC"
     action_space_type = spaces.Box

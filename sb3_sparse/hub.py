@@ -92,6 +92,29 @@ def record_video(model: Any, env: Any, path: Path, length: int, deterministic: b
     imageio.mimwrite(path, frames, fps=fps, codec="libx264", macro_block_size=2, quality=7)
 
 
+def _export_plain(model: Any, model_path: str, path: Path, load_kwargs: dict[str, Any]) -> str | None:
+    """Write the agent with SB3's own policy class (loads without sb3-sparse); return its file name.
+
+    The model was loaded for evaluation with ``load_kwargs`` (a one-transition buffer): the copy gets the
+    saved values back, so that it trains on like the original.
+    """
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    from .exporter import export
+
+    if not hasattr(model.policy, "sparse_controller"):
+        return None  # a dense baseline already loads without the plugin
+    data, _, _ = load_from_zip_file(model_path, load_data=True, device="cpu")
+    saved = {key: (getattr(model, key), data[key]) for key in load_kwargs if key in data}
+    try:
+        for key, (_, value) in saved.items():
+            setattr(model, key, value)
+        return export(model, path, format="sb3").name
+    finally:
+        for key, (value, _) in saved.items():
+            setattr(model, key, value)
+
+
 def _train_command(path: Path) -> str | None:
     """The zoo's ``command.txt`` as the card shows it (:func:`sb3_sparse.model_card.public_train_command`)."""
     return public_train_command(path.read_text()) if path.is_file() else None
@@ -220,6 +243,7 @@ def package(
         with gitattributes.open("a") as f:
             f.write("*.mp4 filter=lfs diff=lfs merge=lfs -text\n")
 
+    plain_filename = _export_plain(model, model_path, out_dir / f"{model_name}-plain-sb3.zip", load_kwargs)
     mean_reward, std_reward = _evaluate(model, eval_env, n_eval_episodes, deterministic, out_dir)
     print(f"Mean reward: {mean_reward:.2f} +/- {std_reward:.2f} over {n_eval_episodes} episodes")
     report = sparsity_report(model)
@@ -257,6 +281,8 @@ def package(
         install=install or f"sb3-sparse=={sb3_sparse.__version__}",
         train_command=_train_command(command_file),
         repo_name_is_default=repo_name is None or repo_name == str(model_name),
+        plain_filename=plain_filename,
+        algo_module=algo_class.__module__.split(".")[0],
     )
     card.save(out_dir / "README.md")
     eval_env.close()

@@ -19,30 +19,30 @@ DOWNLOAD_FOLDER = "from_hub"
 # rl-zoo3 train options whose value is a path, by what the card shows instead of a local path.
 _CONF_OPTIONS = ("-conf", "--conf-file")
 _FOLDER_OPTIONS = ("-f", "--log-folder")
-_HYPERPARAMS_VARIABLE = "SB3_SPARSE_HYPERPARAMS"
-_LOCATE_HYPERPARAMS = (
-    f"{_HYPERPARAMS_VARIABLE}=\"$(python -c 'import os, sb3_sparse; "
-    f"print(os.path.join(os.path.dirname(sb3_sparse.__file__), 'hyperparams'))')\""
-)
 
 
-def _shipped_hyperparams() -> set[str]:
-    """Names of the rl-zoo3 files installed with the package (sb3_sparse/hyperparams).
+def _shipped_name(word: str) -> str | None:
+    """The shipped file's stem if ``word`` names one of the package's hyperparameter files.
 
-    Private stand-in for the package's file-locating helper (being added elsewhere).
+    A local file counts only with the shipped content (an edited copy is the user's own).
     """
-    return {path.name for path in (Path(__file__).parent / "hyperparams").glob("*.yml")}
+    from .paper import HYPERPARAMS_DIR
+
+    path, shipped = Path(word), HYPERPARAMS_DIR / Path(word).name
+    if not shipped.is_file() or (path.is_file() and path.read_bytes() != shipped.read_bytes()):
+        return None
+    return shipped.stem
 
 
 def _is_local_path(word: str) -> bool:
     return word.startswith(("/", "~")) or (len(word) > 2 and word[1] == ":" and word[2] in "\\/")
 
 
-def _public_word(option: str | None, word: str, shipped: set[str]) -> str:
+def _public_word(option: str | None, word: str) -> str:
     """``word`` (the value of ``option``) as the card shows it: no path of the machine that trained."""
     name = Path(word).name
-    if option in _CONF_OPTIONS and name in shipped:
-        return f'"${_HYPERPARAMS_VARIABLE}/{name}"'
+    if option in _CONF_OPTIONS and _shipped_name(word):
+        return f"$(python -m sb3_sparse hyperparams {_shipped_name(word)})"  # works after pip install
     if option in _FOLDER_OPTIONS and _is_local_path(word):
         return "logs/"
     return name if _is_local_path(word) else word
@@ -51,26 +51,24 @@ def _public_word(option: str | None, word: str, shipped: set[str]) -> str:
 def public_train_command(command: str) -> str:
     """The zoo's ``command.txt`` as the card shows it: ``python``, no local paths.
 
-    The package's own hyperparameter files are named through the installed package (a first
-    line sets ``SB3_SPARSE_HYPERPARAMS``), the log folder becomes ``logs/`` and any other
-    absolute path its file name.
+    The package's own hyperparameter files are named through the installed package
+    (``$(python -m sb3_sparse hyperparams NAME)``), the log folder becomes ``logs/`` and any
+    other absolute path its file name.
 
     :param command: the recorded command line.
-    :return: the command (one or two lines).
+    :return: the command.
     """
     words = command.split()
     if words and Path(words[0]).name.startswith("python"):
         words[0] = "python"
-    shipped = _shipped_hyperparams()
     public = []
     for i, word in enumerate(words):
         option, eq, value = word.partition("=")
         if eq and option.startswith("-"):  # --option=value
-            public.append(f"{option}={_public_word(option, value, shipped)}")
+            public.append(f"{option}={_public_word(option, value)}")
         else:
-            public.append(_public_word(words[i - 1] if i else None, word, shipped))
-    line = " ".join(public)
-    return f"{_LOCATE_HYPERPARAMS}\n{line}" if f"${_HYPERPARAMS_VARIABLE}/" in line else line
+            public.append(_public_word(words[i - 1] if i else None, word))
+    return " ".join(public)
 
 
 def sparsity_report(model: Any) -> dict[str, Any]:
@@ -157,6 +155,23 @@ def sparsity_section(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _plain_usage(algo_class_name: str, algo_module: str, repo_id: str, plain_filename: str | None) -> str:
+    """The card's lines for the copy that loads without sb3-sparse (none when there is no copy)."""
+    if not plain_filename:
+        return ""
+    return f"""Without sb3-sparse: `{plain_filename}` is the same agent saved with {algo_module}'s own policy
+class (absent connections stored as zeros, so the actions are identical); it needs only `{algo_module}`:
+
+```python
+from huggingface_sb3 import load_from_hub
+from {algo_module} import {algo_class_name}
+
+model = {algo_class_name}.load(load_from_hub(repo_id="{repo_id}", filename="{plain_filename}"))
+```
+
+"""
+
+
 def model_card(
     *,
     algo: str,
@@ -172,6 +187,8 @@ def model_card(
     install: str,
     train_command: str | None = None,
     repo_name_is_default: bool = True,
+    plain_filename: str | None = None,
+    algo_module: str = "stable_baselines3",
 ) -> Any:
     """Build the model card: the SB3/zoo metadata, the sparsity section and the usage lines.
 
@@ -188,6 +205,8 @@ def model_card(
     :param install: the pip requirement of the plugin shown in the card.
     :param train_command: the command that trained the agent, if known.
     :param repo_name_is_default: whether the repository name is the zoo's default ``algo-env``.
+    :param plain_filename: the agent saved with SB3's own policy class (``sb3_sparse.export``), if any.
+    :param algo_module: the package of the algorithm class (``"stable_baselines3"`` or ``"sb3_contrib"``).
     :return: a ``huggingface_hub.ModelCard``.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -252,7 +271,7 @@ model = {algo_class_name}.load(checkpoint)
 print(sb3_sparse.summary(model)["sparsity"])
 ```
 
-Or with the RL Zoo:
+{_plain_usage(algo_class_name, algo_module, repo_id, plain_filename)}Or with the RL Zoo:
 
 ```bash
 pip install "{install}" rl_zoo3

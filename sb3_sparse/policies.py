@@ -17,7 +17,7 @@ from stable_baselines3.td3.policies import TD3Policy
 from torch import nn
 
 from .algorithms import calling_algorithm, check_algorithm, ensure_zoo_patch
-from .core.config import FIELDS, PRESET_POLICY_DEFAULTS, SparseConfig, resolve_config
+from .core.config import FIELDS, SparseConfig, preset_policy_defaults, resolve_config
 from .core.controller import SparseController
 from .core.sparsify import record_output_positions, sparsify_
 from .networks import make_sparse_class_
@@ -45,6 +45,7 @@ class SparsePolicyMixin:
     algorithm_family: ClassVar[str]
     fits: ClassVar[str]
     class_defaults: ClassVar[dict[str, Any]] = {}  # sparse settings this policy class changes
+    paper_network: ClassVar[bool] = False  # a named preset gives the papers' 256-256 net_arch
     sparse_networks: ClassVar[tuple[tuple[str, str | None], ...]]  # (network, its target) attribute names
     # Off-policy actor-critics: actor and critic have their own optimizers and targets, so an
     # extractor shared by both cannot be kept sparse by either (see _sparse).
@@ -64,8 +65,8 @@ class SparsePolicyMixin:
         owner = f"{type(self).__name__} ({self.fits})"
         self.sparse_config = resolve_config(preset, self.algorithm_family, self.class_defaults | sparse, owner)
         self._sparse_kwargs = {"preset": preset, **sparse}
-        for key, value in PRESET_POLICY_DEFAULTS.get(preset or "", {}).items():
-            kwargs.setdefault(key, getattr(nn, value))
+        for key, value in preset_policy_defaults(preset, self.paper_network).items():
+            kwargs.setdefault(key, value)
         self._check_kwargs(kwargs)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)  # type: ignore[call-arg]
 
@@ -176,6 +177,7 @@ class SparseTD3Policy(SparsePolicyMixin, TD3Policy):
     ``"set"``/``"ds-td3"``, ``"tows"``) and the fields of :class:`sb3_sparse.core.SparseConfig`.
     """
 
+    paper_network = True
     algorithm_family = "td3"
     fits = "TD3 and DDPG"
     action_space_type = spaces.Box
@@ -185,6 +187,7 @@ class SparseTD3Policy(SparsePolicyMixin, TD3Policy):
 class SparseSACPolicy(SparsePolicyMixin, SACPolicy):
     """SAC policy with sparse actor and critics (same ``policy_kwargs`` as :class:`SparseTD3Policy`)."""
 
+    paper_network = True
     algorithm_family = "sac"
     fits = "SAC"
     action_space_type = spaces.Box

@@ -45,19 +45,21 @@ def test_demo_names_the_file_it_saved(tmp_path, capsys, out):
     assert f"saved to {tmp_path / 'agent.zip'} " in text and ".zip.zip" not in text
 
 
-def test_the_training_command_publishes_no_local_paths():
+def test_the_training_command_publishes_no_local_paths(tmp_path):
     command = public_train_command(
         "/home/me/.venv/bin/python3 -m rl_zoo3.train --algo td3 --env Pendulum-v1 -conf /home/me/sb3-sparse/hyperparams/"
         "tows90_td3.yml -f /home/me/runs/logs --tensorboard-log=/home/me/tb --storage /home/me/study.log --seed 0"
     )
     assert "/home/me" not in command
-    assert command.startswith('SB3_SPARSE_HYPERPARAMS="$(python -c')
-    assert (
-        'python -m rl_zoo3.train --algo td3 --env Pendulum-v1 -conf "$SB3_SPARSE_HYPERPARAMS/tows90_td3.yml" -f logs/ '
+    assert command == (
+        "python -m rl_zoo3.train --algo td3 --env Pendulum-v1 -conf $(python -m sb3_sparse hyperparams tows90_td3) -f logs/ "
         "--tensorboard-log=tb --storage study.log --seed 0"
-    ) in command
+    )
     own_file = public_train_command("python -m rl_zoo3.train --algo td3 --env Pendulum-v1 -conf /home/me/mine.yml")
     assert own_file == "python -m rl_zoo3.train --algo td3 --env Pendulum-v1 -conf mine.yml"
+    edited = tmp_path / "tows90_td3.yml"  # a local copy with other content is the user's own file
+    edited.write_text("HalfCheetah-v5: {}\n")
+    assert public_train_command(f"python -m rl_zoo3.train -conf {edited}").endswith("-conf tows90_td3.yml")
 
 
 REPORT = dict(

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 from huggingface_hub import ModelCard, metadata_load
+from isolation import run_without
 from stable_baselines3 import TD3
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
@@ -151,6 +152,29 @@ def test_the_agent_loads_back_from_the_folder_and_plays(repo, tmp_path):
     restored = TD3.load(tmp_path / "td3" / "Pendulum-v1_1" / "Pendulum-v1.zip", device="cpu")
     assert sb3_sparse.summary(restored)["active_weights"] == report["active_weights"]
     assert yaml.load((tmp_path / "td3" / "Pendulum-v1_1" / "Pendulum-v1" / "config.yml").read_text(), Loader=yaml.UnsafeLoader)
+
+
+def test_the_folder_has_a_copy_that_loads_without_sb3_sparse(repo):
+    folder, _ = repo
+    original = TD3.load(folder / "td3-Pendulum-v1.zip", device="cpu")
+    plain = TD3.load(folder / "td3-Pendulum-v1-plain-sb3.zip", device="cpu")
+    assert type(plain.policy).__module__.startswith("stable_baselines3.")
+    assert plain.buffer_size == original.buffer_size  # the saved value, not the evaluation's one-transition buffer
+    obs = np.stack([original.observation_space.sample() for _ in range(8)])
+    np.save(folder.parent / "obs.npy", obs)
+    np.save(folder.parent / "actions.npy", original.predict(obs, deterministic=True)[0])
+    code = """
+import numpy as np
+from stable_baselines3 import TD3
+model = TD3.load("repo/td3-Pendulum-v1-plain-sb3.zip", device="cpu")
+np.testing.assert_array_equal(model.predict(np.load("obs.npy"), deterministic=True)[0], np.load("actions.npy"))
+print("ok")
+"""
+    assert "ok" in run_without(["sb3_sparse"], code, folder.parent)
+    text = (folder / "README.md").read_text()
+    assert "from stable_baselines3 import TD3" in text and 'filename="td3-Pendulum-v1-plain-sb3.zip"' in text
+    # The training command names the shipped file so that it works after `pip install sb3-sparse[zoo]`.
+    assert "-conf $(python -m sb3_sparse hyperparams tows90_td3)" in text
 
 
 class FakeApi:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from .distributions import DISTRIBUTIONS
 
@@ -224,8 +225,35 @@ PRESET_FAMILIES: dict[str, tuple[str, ...]] = {
     "ppo-gmp": ("ppo",),
 }
 FAMILY_NAMES = {"td3": "TD3/DDPG", "sac": "SAC/TQC/CrossQ", "dqn": "DQN/QR-DQN", "ppo": "PPO/A2C"}
-# Keyword arguments of the SB3 policy that a preset fills when the user did not.
-PRESET_POLICY_DEFAULTS: dict[str, dict[str, str]] = {"tows": {"activation_fn": "LeakyReLU"}}
+# Keyword arguments of the SB3 policy that a preset fills when the user did not: the papers'
+# 256-256 hidden layers (Sokar et al., Grooten et al.; SB3's TD3 default is 400-300) and TowS's
+# LeakyReLU. Activations are named by their ``torch.nn`` class. The network applies only to the
+# policies whose paper used it (``paper_network``: TD3/DDPG, SAC, TQC), not to DQN or CrossQ.
+PAPER_NET_ARCH = (256, 256)
+PRESET_POLICY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "static": {"net_arch": PAPER_NET_ARCH},
+    "ds-td3": {"net_arch": PAPER_NET_ARCH},
+    "ds-sac": {"net_arch": PAPER_NET_ARCH},
+    "ds": {"net_arch": PAPER_NET_ARCH},
+    "tows": {"activation_fn": "LeakyReLU", "net_arch": PAPER_NET_ARCH},
+}
+
+
+def preset_policy_defaults(preset: str | None, paper_network: bool) -> dict[str, Any]:
+    """The SB3 policy keyword arguments that ``preset`` fills when the user did not give them.
+
+    :param preset: the preset name as given (aliases such as ``"set"`` included), or ``None``.
+    :param paper_network: whether the policy takes the papers' ``net_arch`` (TD3/SAC-style policies).
+    :return: fresh values (``activation_fn`` as a ``torch.nn`` class, ``net_arch`` as a list).
+    """
+    defaults = PRESET_POLICY_DEFAULTS.get(PRESET_ALIASES.get(preset or "", preset or ""), {})
+    values: dict[str, Any] = {}
+    for key, value in defaults.items():
+        if key == "activation_fn":
+            values[key] = getattr(nn, value)
+        elif key == "net_arch" and paper_network:
+            values[key] = list(value)
+    return values
 
 
 def resolve_config(preset: str | None, algo: str, overrides: dict[str, Any], owner: str | None = None) -> SparseConfig:

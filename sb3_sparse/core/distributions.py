@@ -56,6 +56,11 @@ def layer_counts(
         raise ValueError(f"Unknown distribution={distribution!r}; allowed: {sorted(DISTRIBUTIONS)}")
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    if sparsity > 0 and not any(sparse):
+        raise ValueError(
+            f"sparsity={sparsity} cannot be reached: no layer may be sparse (output layers are dense "
+            "unless sparse_output_layer=True)"
+        )
     score = DISTRIBUTIONS[distribution]
     sizes = [math.prod(s) for s in shapes]
     budget = (1.0 - sparsity) * sum(sizes)
