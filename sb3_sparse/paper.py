@@ -58,6 +58,8 @@ _ALGORITHMS = {
     "tqc": ("sb3_contrib", "TQC"),
     "qrdqn": ("sb3_contrib", "QRDQN"),
     "crossq": ("sb3_contrib", "CrossQ"),
+    "ppo": ("stable_baselines3", "PPO"),
+    "a2c": ("stable_baselines3", "A2C"),
 }
 # Keys rl-zoo3 consumes itself (not the algorithm's constructor): they go to PaperProtocol.
 _RUN_KEYS = ("n_timesteps", "callback")
