@@ -1,7 +1,8 @@
-"""Changing one layer's topology: where to drop, where to grow, and target-network rules.
+"""The masked backend's layer kernels: drop, grow, mask optimizer state, target-network rules.
 
-Scorers say *where*; callers say *how many*. All functions change tensors in place
-under ``no_grad`` and keep the invariant that absent weights are exactly zero.
+Scores say *where* (see :mod:`sb3_sparse.core.methods`); callers say *how many*. All
+functions change tensors in place under ``no_grad`` and keep the invariant that absent
+weights are exactly zero.
 """
 
 from __future__ import annotations
@@ -14,16 +15,6 @@ import torch
 from .layers import MaskedLayerMixin
 
 
-def random_scores(weight: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """SET's growth score: uniform noise, so growth picks absent positions at random."""
-    return torch.rand(weight.shape, generator=generator).to(weight.device)
-
-
-def gradient_scores(grad: torch.Tensor) -> torch.Tensor:
-    """RigL's growth score: magnitude of the dense gradient."""
-    return grad.abs()
-
-
 def _top_positions(scores: torch.Tensor, candidates: torch.Tensor, n: int, largest: bool) -> torch.Tensor:
     """Flat indices of the ``n`` best-scoring positions among ``candidates`` (a 0/1 tensor)."""
     fill = float("-inf") if largest else float("inf")
@@ -32,9 +23,11 @@ def _top_positions(scores: torch.Tensor, candidates: torch.Tensor, n: int, large
 
 
 @torch.no_grad()
-def drop_smallest(layer: MaskedLayerMixin, n: int) -> torch.Tensor:
-    """Remove the ``n`` active connections closest to zero; return their flat indices."""
-    dropped = _top_positions(layer.weight.abs(), layer.weight_mask, n, largest=False)
+def drop_smallest(layer: MaskedLayerMixin, n: int, scores: torch.Tensor | None = None) -> torch.Tensor:
+    """Remove the ``n`` active connections with the lowest ``scores`` (default: closest to
+    zero); return their flat indices."""
+    scores = layer.weight.abs() if scores is None else scores
+    dropped = _top_positions(scores, layer.weight_mask, n, largest=False)
     layer.weight_mask.view(-1)[dropped] = 0.0
     layer.weight.view(-1)[dropped] = 0.0
     return dropped
