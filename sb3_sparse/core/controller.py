@@ -14,11 +14,12 @@ whoever runs training.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-from .backends import Backend, MaskedBackend, TargetWeight
+from .backends import Backend, MaskedBackend, NonFiniteError, TargetWeight
 from .config import SparseConfig
 from .methods import METHODS
 
@@ -41,6 +42,9 @@ class SparseController(nn.Module):
         super().__init__()
         self.config = config
         self.method = METHODS[config.method]
+        # Read on every optimizer step: plain attributes, decided once.
+        self.evolves = self.method.evolves
+        self.keeps_gradient = self.method.needs_gradient
         self.backend = backend
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
@@ -88,6 +92,10 @@ class SparseController(nn.Module):
         self.epochs = torch.zeros(len(self.networks), dtype=torch.int64)
         if target is not None:
             net.target_handle = target.register_forward_pre_hook(lambda module, args: self._refresh_target(net))
+            # SB3 iterates the target's parameters() at the start of every target update: the
+            # previous update gets its rule there, so each update is pruned before the next even
+            # with no target forward in between (DQN's soft updates during rollouts).
+            target.parameters = lambda recurse=True: self._target_parameters(net, recurse)
 
     def attach_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> None:
         """Install the step hooks on ``optimizer`` (idempotent).
@@ -100,7 +108,7 @@ class SparseController(nn.Module):
         net = self.networks[name]
         for handle in net.handles:
             handle.remove()
-        moments, evolves = self.config.mask_optimizer_moments, self.method.evolves
+        moments, evolves = self.config.mask_optimizer_moments, self.evolves
         net.attach(optimizer, evolves, moments)
         net.handles = []
         if not moments:
@@ -116,6 +124,7 @@ class SparseController(nn.Module):
             net.handles = []
             if net.target_handle is not None:
                 net.target_handle.remove()
+                net.target.__dict__.pop("parameters", None)
 
     def missing_hooks(self) -> list[str]:
         """Names of the invariant hooks that are not installed (empty when all are)."""
@@ -130,6 +139,7 @@ class SparseController(nn.Module):
             if net.target is not None and (
                 net.target_handle is None
                 or net.target_handle.id not in net.target._forward_pre_hooks
+                or "parameters" not in net.target.__dict__
                 or any(not isinstance(t.weight, TargetWeight) for t in net.target_layers)
             ):
                 problems.append(f"{net.name}: target rule")
@@ -139,7 +149,7 @@ class SparseController(nn.Module):
 
     def _due(self, net: Backend) -> bool:
         cfg = self.config
-        if not self.method.evolves or self.clock // cfg.update_interval <= net.epoch:
+        if not self.evolves or self.clock // cfg.update_interval <= net.epoch:
             return False
         if not self.driven:
             if not self._warned:
@@ -155,7 +165,7 @@ class SparseController(nn.Module):
         grads = net.gradients()
         if grads is None:
             return
-        if self.method.needs_gradient and self._due(net):
+        if self.keeps_gradient and self._due(net):
             # The dense gradient of this network's own loss, before the backend masks it.
             net.dense_grads = [g.clone() for g in grads]
         net.before_step(grads, self.clock)
@@ -164,7 +174,7 @@ class SparseController(nn.Module):
         if self.config.mask_optimizer_moments:
             if net.clock:
                 self.clock += 1
-            if self.method.needs_gradient and self._due(net):
+            if self.keeps_gradient and self._due(net):
                 net.dense_grads = net.gradients()  # never masked in this mode: the dense gradient
             net.mask_after_step()
         elif net.remask_weights:
@@ -177,6 +187,9 @@ class SparseController(nn.Module):
         """Each layer drops the method's amount by its drop scores and grows as many by its grow scores."""
         cfg, method = self.config, self.method
         epoch = self.clock // cfg.update_interval
+        garbage = net.nonfinite()
+        if garbage is not None:
+            raise self._nonfinite(net, garbage)
         if epoch > max(n.epoch for n in self.networks.values()):
             self.n_topology_updates += 1
             self._epoch_changed = self._epoch_active = 0
@@ -206,7 +219,20 @@ class SparseController(nn.Module):
         if not net.target_updated[0]:
             return  # the common case, checked before every target forward: keep it cheap
         net.target_updated[0] = False
-        net.apply_target_rule()
+        try:
+            net.apply_target_rule()
+        except NonFiniteError as error:
+            raise self._nonfinite(net, str(error)) from None
+
+    def _target_parameters(self, net: Backend, recurse: bool = True) -> Iterator[nn.Parameter]:
+        self._refresh_target(net)  # an update not yet followed by a target forward: apply its rule now
+        return nn.Module.parameters(net.target, recurse)
+
+    def _nonfinite(self, net: Backend, where: str) -> NonFiniteError:
+        return NonFiniteError(
+            f"sb3_sparse: non-finite values in network {net.name!r}, {where}, at gradient update {self.clock} "
+            f"(topology update {self.clock // self.config.update_interval}); stopped rather than evolve on them"
+        )
 
     # -- state --------------------------------------------------------------------------------
 

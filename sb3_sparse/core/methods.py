@@ -61,11 +61,14 @@ Window = Callable[["SparseConfig", float], bool]
 
 
 def drop_fraction_amount(config: SparseConfig, progress: float, count: int, final: int, size: int) -> int:
-    """SET/RigL: ``round(eta * active)`` on the drop schedule; a dense layer does not evolve."""
+    """SET/RigL: ``round(eta * active)`` on the drop schedule; a dense layer does not evolve.
+
+    Not capped at the absent count: growth picks among the absent positions after the drop,
+    just-dropped ones included, so there are always enough.
+    """
     if count == size:
         return 0
-    n = round(drop_fraction_at(config.drop_fraction, config.drop_schedule, progress, config.end_fraction) * count)
-    return min(n, size - count)
+    return round(drop_fraction_at(config.drop_fraction, config.drop_schedule, progress, config.end_fraction) * count)
 
 
 def cubic_amount(config: SparseConfig, progress: float, count: int, final: int, size: int) -> int:

@@ -70,7 +70,7 @@ class TargetSupport:
         self.count = int(np.count_nonzero(self.in_support))
         self.newcomers = np.flatnonzero((_host(online.weight_mask) != 0) & ~self.in_support)
         self.magnitudes = np.empty_like(_host(target.weight))
-        self.at_most = np.empty(self.in_support.size, dtype=bool)
+        self.above = np.empty(self.in_support.size, dtype=bool)
         self._views: tuple[tuple[int, ...], list[np.ndarray]] | None = None
 
     @property
@@ -118,16 +118,21 @@ def prune_to_count_(target: MaskedLayerMixin, online: MaskedLayerMixin, index: T
     newcomers = index.newcomers
     newcomer_values = np.abs(values[newcomers])
     threshold = np.maximum.reduce(newcomer_values)
+    if not np.isfinite(threshold):
+        raise FloatingPointError("non-finite target weight at an online-only position")
     if threshold == 0:
         return  # no online-only connection has reached the target yet
     magnitudes = np.abs(values, out=index.magnitudes)
-    at_most = np.less_equal(magnitudes, threshold, out=index.at_most)
-    # Off S and N every entry is exactly 0 (so at most t), and every N entry is at most t:
-    # anything the count finds beyond those two groups lies in S, and is L.
-    if np.count_nonzero(at_most) <= values.size - index.count:
+    above = np.greater(magnitudes, threshold, out=index.above)
+    # Off S and N every entry is exactly 0 and every N entry is at most t, so every entry
+    # above t lies in S: fewer than |S| of them means L is not empty. A NaN is not above t,
+    # so a NaN in S always takes the second branch, where it is caught among L.
+    if np.count_nonzero(above) >= index.count:
         values[newcomers] = 0.0  # L is empty: every newcomer stays out
     else:
-        low = np.flatnonzero(np.logical_and(at_most, index.in_support, out=at_most))
+        low = np.flatnonzero(np.greater(index.in_support, above, out=above))  # in S and not above t
+        if np.isnan(magnitudes[low]).any():
+            raise FloatingPointError("NaN target weight in the target's support")
         # |N| of the entries of L and N go, so only the |L| largest newcomers (and any tied with
         # the smallest of them) can stay. Rank those with L, ascending by magnitude, ties by
         # position (so a model rebuilt from a checkpoint, whose index arrays may be ordered

@@ -35,6 +35,10 @@ class TargetWeight(nn.Parameter):
         nn.Parameter.data.__set__(self, value)  # type: ignore[attr-defined]
 
 
+class NonFiniteError(FloatingPointError):
+    """NaN or infinity where the topology would be chosen by it."""
+
+
 class Backend(ABC):
     """One sparse network in one representation, with its optimizer and optional target.
 
@@ -109,7 +113,13 @@ class Backend(ABC):
 
     @abstractmethod
     def apply_target_rule(self) -> None:
-        """Bring the target to its rule after a target update (idempotent)."""
+        """Bring the target to its rule after a target update (idempotent); raise
+        :class:`NonFiniteError`, naming the layer, rather than rank non-finite values."""
+
+    @abstractmethod
+    def nonfinite(self) -> str | None:
+        """Where a topology update would meet a non-finite value (weights, target weights or a
+        kept dense gradient), e.g. ``"layer '2' (weights)"``; ``None`` if nowhere."""
 
     @abstractmethod
     def reload(self) -> None:

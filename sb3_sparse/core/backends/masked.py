@@ -22,7 +22,7 @@ from ..topology import (
     prune_to_count_,
     prune_to_magnitude_,
 )
-from .base import Backend
+from .base import Backend, NonFiniteError
 
 # Optimizer state whose square root the update takes (Adam, AMSGrad, RMSprop).
 SQRT_STATE_KEYS = ("exp_avg_sq", "max_exp_avg_sq", "square_avg")
@@ -127,8 +127,24 @@ class MaskedBackend(Backend):
                 if int(target.weight_mask.sum().item()) != self.counts[i]:
                     prune_to_magnitude_(target, self.counts[i])  # the online count changed (pruning)
                 index = self.target_index[i] = TargetSupport(target, online)
-            prune_to_count_(target, online, index)
+            try:
+                prune_to_count_(target, online, index)
+            except FloatingPointError:
+                raise NonFiniteError(f"target layer {self.layer_names[i]!r}") from None
         self.targets_synced = all(index is True or (index is not None and index.in_sync) for index in self.target_index)
+
+    def nonfinite(self) -> str | None:
+        # Once per topology update: a pass over each tensor the update (or the target rule after it) ranks.
+        for i, name in enumerate(self.layer_names):
+            tensors = {"weights": self.layers[i].weight}
+            if self.dense_grads is not None:
+                tensors["dense gradient"] = self.dense_grads[i]
+            if i < len(self.target_layers):
+                tensors["target weights"] = self.target_layers[i].weight
+            for what, tensor in tensors.items():
+                if not bool(torch.isfinite(tensor).all()):
+                    return f"layer {name!r} ({what})"
+        return None
 
     @torch.no_grad()
     def reload(self) -> None:
