@@ -62,10 +62,12 @@ class TargetSupport:
     indices, and scratch arrays for the per-update scan, so that pruning allocates nothing
     large. NumPy, not torch: pruning is a few dozen small array operations per update, and
     each costs several times more as a torch op than as a NumPy one on the CPUs measured
-    (docs/benchmarks.md).
+    (docs/benchmarks.md). For CPU tensors; :class:`DeviceTargetSupport` is the same rule on
+    other devices.
     """
 
     def __init__(self, target: MaskedLayerMixin, online: MaskedLayerMixin) -> None:
+        self.device = target.weight.device
         self.in_support = _host(target.weight_mask) != 0
         self.count = int(np.count_nonzero(self.in_support))
         self.newcomers = np.flatnonzero((_host(online.weight_mask) != 0) & ~self.in_support)
@@ -79,26 +81,16 @@ class TargetSupport:
         return self.newcomers.size == 0
 
     def arrays(self, target: MaskedLayerMixin, online: MaskedLayerMixin) -> list[np.ndarray]:
-        """The target's weights and mask and the online mask as flat NumPy arrays.
-
-        On the CPU these are views, kept while the tensors keep their storage (``Module.to``
-        gives them new storage); elsewhere they are fresh copies, written back by
-        :meth:`write_back`.
-        """
+        """The target's weights and mask and the online mask as flat NumPy views (CPU tensors
+        only), kept while the tensors keep their storage (``Module.to`` gives them new storage)."""
         tensors = (target._parameters["weight"], target._buffers["weight_mask"], online._buffers["weight_mask"])
-        if not tensors[0].is_cpu:
-            return [_host(t) for t in tensors]
         key = tuple(t.data_ptr() for t in tensors)
         if self._views is None or self._views[0] != key:
             self._views = (key, [_host(t) for t in tensors])
         return self._views[1]
 
-    @staticmethod
-    def write_back(target: MaskedLayerMixin, values: np.ndarray, mask: np.ndarray) -> None:
-        """Copy arrays from :meth:`arrays` into the target if they are copies, not views."""
-        if not target.weight.is_cpu:
-            target.weight.detach().view(-1).copy_(torch.from_numpy(values))
-            target.weight_mask.view(-1).copy_(torch.from_numpy(mask))
+    def prune(self, target: MaskedLayerMixin, online: MaskedLayerMixin) -> None:
+        prune_to_count_(target, online, self)
 
 
 @torch.no_grad()
@@ -149,7 +141,6 @@ def prune_to_count_(target: MaskedLayerMixin, online: MaskedLayerMixin, index: T
         values[going] = 0.0
         # N' = M \ S': the entries that went and the online network has.
         index.newcomers = going[online_mask[going] != 0]
-    index.write_back(target, values, mask)
 
 
 @torch.no_grad()
@@ -167,3 +158,44 @@ def copy_online_mask_(target: MaskedLayerMixin, online: MaskedLayerMixin) -> Non
     """Give a target layer the online layer's support."""
     target.weight_mask.copy_(online.weight_mask)
     target.weight.mul_(target.weight_mask)
+
+
+class DeviceTargetSupport:
+    """:class:`TargetSupport` as boolean tensors on the layer's device, for a rule with no host copy.
+
+    A copy to the host makes the host wait for the device, once per target update; this
+    path is a few kernels with no data-dependent branch on the host. It computes what
+    :func:`prune_to_count_` computes by ranking only the contenders: of ``S`` and ``N`` the
+    ``|S|`` largest magnitudes stay (equal magnitudes: the smaller position goes first),
+    unless every ``N`` entry is still 0 (then nothing changes). It does not look for NaNs,
+    which would need the host: the next topology update's check finds them in the target.
+    Built once per topology update (one wait for the count then).
+    """
+
+    def __init__(self, target: MaskedLayerMixin, online: MaskedLayerMixin) -> None:
+        self.device = target.weight.device
+        self.in_support = target.weight_mask.view(-1) != 0
+        self.count = int(self.in_support.sum().item())
+        self.newcomers = (online.weight_mask.view(-1) != 0) & ~self.in_support
+        # Fixed until the next rebuild: once N is empty the rule keeps S, so skipping is exact,
+        # and an N that empties later only costs the (no-op) kernels.
+        self.in_sync = not bool(self.newcomers.any().item())
+
+    @torch.no_grad()
+    def prune(self, target: MaskedLayerMixin, online: MaskedLayerMixin) -> None:
+        if self.in_sync:
+            return
+        values, mask = target.weight.detach().view(-1), target.weight_mask.view(-1)
+        magnitudes = values.abs()
+        candidates = self.in_support | self.newcomers
+        # Ascending by magnitude, equal ones by position (a stable sort); others first: the last |S| stay.
+        order = torch.sort(torch.where(candidates, magnitudes, -1.0), stable=True).indices
+        stays = torch.zeros_like(candidates)
+        stays[order[values.numel() - self.count :]] = True
+        reached = torch.where(self.newcomers, magnitudes, 0.0).amax() > 0  # 0-dim: stays on the device
+        stays = torch.where(reached, stays, self.in_support)
+        going = candidates & ~stays
+        values.masked_fill_(going, 0.0)
+        mask.copy_(torch.where(candidates, stays.to(mask.dtype), mask))
+        self.in_support = stays
+        self.newcomers = torch.where(reached, going & (online.weight_mask.view(-1) != 0), self.newcomers)

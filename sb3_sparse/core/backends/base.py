@@ -22,7 +22,7 @@ class TargetWeight(nn.Parameter):
 
     SB3's ``polyak_update`` writes through ``param.data``, which bumps no version
     counter; reading ``.data`` here raises a flag so the target rule runs before the
-    target's next forward, exactly once per update and at no cost otherwise.
+    target's next forward or next update, once per update and at no cost otherwise.
     """
 
     @property

@@ -14,12 +14,12 @@ from torch import nn
 
 from ..layers import MaskedLayerMixin
 from ..topology import (
+    DeviceTargetSupport,
     TargetSupport,
     copy_online_mask_,
     drop_smallest,
     grow_best,
     mask_state_,
-    prune_to_count_,
     prune_to_magnitude_,
 )
 from .base import Backend, NonFiniteError
@@ -123,12 +123,14 @@ class MaskedBackend(Backend):
                     self.target_index[i] = True  # in sync until the online mask changes
                 continue
             index = self.target_index[i]
-            if index is None:
+            if index is None or index.device != target.weight.device:
                 if int(target.weight_mask.sum().item()) != self.counts[i]:
                     prune_to_magnitude_(target, self.counts[i])  # the online count changed (pruning)
-                index = self.target_index[i] = TargetSupport(target, online)
+                # NumPy on the CPU; elsewhere torch on the device, which never waits for it.
+                support = TargetSupport if target.weight.is_cpu else DeviceTargetSupport
+                index = self.target_index[i] = support(target, online)
             try:
-                prune_to_count_(target, online, index)
+                index.prune(target, online)
             except FloatingPointError:
                 raise NonFiniteError(f"target layer {self.layer_names[i]!r}") from None
         self.targets_synced = all(index is True or (index is not None and index.in_sync) for index in self.target_index)
