@@ -26,6 +26,7 @@ from stable_baselines3.common.logger import configure
 
 import sb3_sparse  # noqa: F401  (registers "SparseMlpPolicy")
 from sb3_sparse.core import controller as ctl
+from sb3_sparse.core import topology
 
 VARIANTS = {
     "dense": ("MlpPolicy", {}),
@@ -69,7 +70,7 @@ def time_hooks(current: list[str]) -> dict[str, dict[str, float]]:
     hooks = {"pre-step hook": "_before_step", "post-step hook": "_after_step", "target rule": "_refresh_target"}
     for part, name in hooks.items():
         setattr(ctl.SparseController, name, timed(getattr(ctl.SparseController, name), part))
-    ctl.prune_to_count_ = timed(ctl.prune_to_count_, "  of which magnitude pruning")
+    topology.prune_to_count_ = timed(topology.prune_to_count_, "  of which magnitude pruning")
     return spent
 
 

@@ -16,6 +16,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from torch import nn
 
 from .core.layers import MaskedLayerMixin, active_count
+from .core.methods import METHODS
 from .core.sparsify import WEIGHTED
 
 
@@ -101,7 +102,7 @@ def per_update_train_flops(model: Any, networks: dict[str, Any] | None = None) -
     for name, n in networks.items():
         f_sparse, f_dense = n["forward_flops"], n["dense_forward_flops"]
         per_update = 3 * f_sparse
-        if config.method == "rigl":
+        if METHODS[config.method].needs_gradient:
             # RigL: every delta_t of its own updates one backward pass computes dense gradients.
             delta_t = max(1.0, config.update_interval / periods.get(name, 1))
             per_update = (3 * f_sparse * delta_t + 2 * f_sparse + f_dense) / (delta_t + 1)

@@ -15,8 +15,8 @@ import numpy as np
 from torch import nn
 
 from .distributions import DISTRIBUTIONS
+from .methods import METHODS
 
-METHODS = ("static", "set", "rigl", "gmp")
 DROP_SCHEDULES = ("constant", "cosine")
 TARGET_RULES = ("magnitude", "online_mask")
 INITS = ("dense", "sparse")
@@ -76,7 +76,7 @@ class SparseConfig:
 
     def __post_init__(self) -> None:
         self._to_python_scalars()
-        _check_choice("method", self.method, METHODS)
+        _check_choice("method", self.method, tuple(METHODS))
         _check_choice("distribution", self.distribution, tuple(DISTRIBUTIONS))
         _check_choice("drop_schedule", self.drop_schedule, DROP_SCHEDULES)
         _check_choice("target_sparsity", self.target_sparsity, TARGET_RULES)
@@ -125,7 +125,7 @@ class SparseConfig:
     @property
     def evolves(self) -> bool:
         """Whether the topology changes during training."""
-        return self.method != "static"
+        return METHODS[self.method].evolves
 
     def network_sparsity(self, role: str) -> float:
         """Sparsity of the ``"actor"`` or ``"critic"`` network."""

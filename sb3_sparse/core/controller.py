@@ -1,35 +1,27 @@
 """Keeps networks sparse through training and evolves their topology on schedule.
 
-The controller hooks into each network's optimizer (without moment masking, pre-step: mask
-gradients and read RigL scores; with it, post-step: mask weights and moments; post-step in
-both: evolve when due) and into each target network's forward (apply the target rule after a
-target update). It never calls into an RL library: the clock is the number of optimizer
-steps of one "clock" network, and training progress is handed in by whoever runs training.
+The controller hooks into each network's optimizer (without moment masking, pre-step: keep
+the dense gradient if the method scores with it, then let the backend mask the gradients;
+with it, post-step: let the backend mask weights and moments; post-step in both: evolve when
+due) and into each target network's forward (apply the target rule after a target update).
+It wires a method (:mod:`.methods`: what to drop, where to grow, how many, when) to a backend
+(:mod:`.backends`: how connections are stored) and names neither: which hooks a method needs
+is decided once, when they are installed. It never calls into an RL library: the clock is
+the number of optimizer steps of one "clock" network, and training progress is handed in by
+whoever runs training.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
+from .backends import Backend, MaskedBackend, NonFiniteError, TargetWeight
 from .config import SparseConfig
-from .network import MOMENT_SAFE, SQRT_STATE_KEYS, SparseNetwork, TargetWeight
-from .schedules import cubic_sparsity_at, drop_fraction_at
-from .topology import (
-    TargetSupport,
-    copy_online_mask_,
-    drop_smallest,
-    gradient_scores,
-    grow_best,
-    mask_state_,
-    prune_to_count_,
-    prune_to_magnitude_,
-    random_scores,
-)
-
-FLOOR_RENEWAL = 100  # gradient updates between renewals of the second-moment floor (DS, static)
+from .methods import METHODS
 
 MISSING_DRIVER = (
     "sb3_sparse: method={method!r} evolves the topology only when training runs with "
@@ -43,11 +35,17 @@ class SparseController(nn.Module):
 
     :param config: the sparse settings.
     :param seed: seed of the topology random generator (drawn from torch's global RNG if ``None``).
+    :param backend: the layer representation of the networks.
     """
 
-    def __init__(self, config: SparseConfig, seed: int | None = None) -> None:
+    def __init__(self, config: SparseConfig, seed: int | None = None, backend: type[Backend] = MaskedBackend) -> None:
         super().__init__()
         self.config = config
+        self.method = METHODS[config.method]
+        # Read on every optimizer step: plain attributes, decided once.
+        self.evolves = self.method.evolves
+        self.keeps_gradient = self.method.needs_gradient
+        self.backend = backend
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
         self.generator = torch.Generator()
@@ -60,7 +58,7 @@ class SparseController(nn.Module):
         self.register_buffer("train_flops", torch.zeros((), dtype=torch.float64))
         self.register_buffer("progress", torch.zeros((), dtype=torch.float64))
         self.register_buffer("epochs", torch.zeros(0, dtype=torch.int64))
-        self.networks: dict[str, SparseNetwork] = {}
+        self.networks: dict[str, Backend] = {}
         self.clock = 0
         self.n_topology_updates = 0
         self.last_changed_fraction = 0.0
@@ -89,11 +87,15 @@ class SparseController(nn.Module):
         :param target: its target network, if any (same layer names).
         :param clock: whether this network's optimizer steps count gradient updates.
         """
-        net = SparseNetwork(name, online, target, clock)
+        net = self.backend(name, online, target, clock, self.config.target_sparsity)
         self.networks[name] = net
         self.epochs = torch.zeros(len(self.networks), dtype=torch.int64)
         if target is not None:
             net.target_handle = target.register_forward_pre_hook(lambda module, args: self._refresh_target(net))
+            # SB3 iterates the target's parameters() at the start of every target update: the
+            # previous update gets its rule there, so each update is pruned before the next even
+            # with no target forward in between (DQN's soft updates during rollouts).
+            target.parameters = lambda recurse=True: self._target_parameters(net, recurse)
 
     def attach_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> None:
         """Install the step hooks on ``optimizer`` (idempotent).
@@ -106,14 +108,12 @@ class SparseController(nn.Module):
         net = self.networks[name]
         for handle in net.handles:
             handle.remove()
-        net.optimizer = optimizer
-        net.remask_weights = (
-            self.config.evolves and not self.config.mask_optimizer_moments and type(optimizer) not in MOMENT_SAFE
-        )
+        moments, evolves = self.config.mask_optimizer_moments, self.evolves
+        net.attach(optimizer, evolves, moments)
         net.handles = []
-        if not self.config.mask_optimizer_moments:
+        if not moments:
             net.handles.append(optimizer.register_step_pre_hook(lambda opt, args, kwargs: self._before_step(net)))
-        if self.config.mask_optimizer_moments or self.config.evolves or net.remask_weights:
+        if moments or evolves or net.remask_weights:
             net.handles.append(optimizer.register_step_post_hook(lambda opt, args, kwargs: self._after_step(net)))
 
     def detach(self) -> None:
@@ -124,6 +124,7 @@ class SparseController(nn.Module):
             net.handles = []
             if net.target_handle is not None:
                 net.target_handle.remove()
+                net.target.__dict__.pop("parameters", None)
 
     def missing_hooks(self) -> list[str]:
         """Names of the invariant hooks that are not installed (empty when all are)."""
@@ -138,6 +139,7 @@ class SparseController(nn.Module):
             if net.target is not None and (
                 net.target_handle is None
                 or net.target_handle.id not in net.target._forward_pre_hooks
+                or "parameters" not in net.target.__dict__
                 or any(not isinstance(t.weight, TargetWeight) for t in net.target_layers)
             ):
                 problems.append(f"{net.name}: target rule")
@@ -145,175 +147,92 @@ class SparseController(nn.Module):
 
     # -- the hooks ----------------------------------------------------------------------------
 
-    def _due(self, net: SparseNetwork) -> bool:
+    def _due(self, net: Backend) -> bool:
         cfg = self.config
-        if not cfg.evolves or self.clock // cfg.update_interval <= net.epoch:
+        if not self.evolves or self.clock // cfg.update_interval <= net.epoch:
             return False
         if not self.driven:
             if not self._warned:
                 warnings.warn(MISSING_DRIVER.format(method=cfg.method), stacklevel=2)
                 self._warned = True
             return False
-        if cfg.method == "gmp":
-            return self.training_progress >= cfg.prune_start_fraction
-        return self.training_progress <= cfg.end_fraction
+        return self.method.window(cfg, self.training_progress)
 
-    def _before_step(self, net: SparseNetwork) -> None:
-        """Without moment masking: mask the gradients, so absent connections get no update."""
+    def _before_step(self, net: Backend) -> None:
+        """Without moment masking: the backend keeps absent connections from updating."""
         if net.clock:
             self.clock += 1
-        grads = [w.grad for w in net.weights()]
-        if any(g is None for g in grads):
+        grads = net.gradients()
+        if grads is None:
             return
-        if self.config.method == "rigl" and self._due(net):
-            # The dense gradient of this network's own loss, before it is masked.
-            net.grad_scores = [gradient_scores(g) for g in grads]
-        torch._foreach_mul_(grads, net.masks())
-        if self.clock % FLOOR_RENEWAL == 0:
-            self._floor_second_moments(net)
+        if self.keeps_gradient and self._due(net):
+            # The dense gradient of this network's own loss, before the backend masks it.
+            net.dense_grads = [g.clone() for g in grads]
+        net.before_step(grads, self.clock)
 
-    def _after_step(self, net: SparseNetwork) -> None:
+    def _after_step(self, net: Backend) -> None:
         if self.config.mask_optimizer_moments:
             if net.clock:
                 self.clock += 1
-            if self.config.method == "rigl" and self._due(net):
-                # Gradients are never masked in this mode: .grad is the dense gradient.
-                grads = [w.grad for w in net.weights()]
-                net.grad_scores = [gradient_scores(g) for g in grads] if all(g is not None for g in grads) else None
-            # One fused multiply over weights and weight-shaped optimizer state, layer by layer
-            # so that each mask is read while it is still in cache.
-            tensors, masks = net.masked_state()
-            torch._foreach_mul_(tensors, masks)
+            if self.keeps_gradient and self._due(net):
+                net.dense_grads = net.gradients()  # never masked in this mode: the dense gradient
+            net.mask_after_step()
         elif net.remask_weights:
-            # An optimizer not known to leave a parameter alone when its gradient and first
-            # moment are 0 (see MOMENT_SAFE) may move absent weights: put them back to 0.
-            torch._foreach_mul_([w.detach() for w in net.weights()], net.masks())
+            net.remask()
         if self._due(net):
             self._update_topology(net)
 
-    def _floor_second_moments(self, net: SparseNetwork) -> None:
-        """Keep Adam from taking ``sqrt(0)`` at absent connections (moments unmasked).
-
-        ``sqrt(0)`` is 5-8x slower than ``sqrt`` of a normal number on the AVX2 CPUs
-        measured here (docs/benchmarks.md), and absent connections that never had a gradient
-        have a second moment of 0. Their gradient and first moment are 0, so the update there
-        is 0 whatever the denominator. A floor of 1e-30 leaves any second moment above ~1e-23
-        bit-unchanged (it is below half an ulp) and keeps never-used positions at a normal
-        float. It decays by beta2 per step (0.999**100 = 0.9), so it is renewed every
-        FLOOR_RENEWAL updates. Tied to the saved clock, so a loaded model renews on the same
-        updates; a network stepping every d updates (TD3's actor) renews every
-        lcm(d, FLOOR_RENEWAL) updates, i.e. at most every FLOOR_RENEWAL own steps.
-        (With moment masking the gradient is not masked, so the second moment is not 0 during
-        the step and the post-step mask restores the exact 0.)
-        """
-        seconds, floors = [], []
-        for layer, floor in zip(net.layers, net.absent_floors(), strict=True):
-            state = net.optimizer.state.get(layer.weight) if net.optimizer is not None else None
-            for key in SQRT_STATE_KEYS if state else ():
-                if key in state:
-                    seconds.append(state[key])
-                    floors.append(floor)
-        if seconds:
-            torch._foreach_add_(seconds, floors)
-
     @torch.no_grad()
-    def _update_topology(self, net: SparseNetwork) -> None:
-        cfg = self.config
+    def _update_topology(self, net: Backend) -> None:
+        """Each layer drops the method's amount by its drop scores and grows as many by its grow scores."""
+        cfg, method = self.config, self.method
         epoch = self.clock // cfg.update_interval
+        garbage = net.nonfinite()
+        if garbage is not None:
+            raise self._nonfinite(net, garbage)
         if epoch > max(n.epoch for n in self.networks.values()):
             self.n_topology_updates += 1
             self._epoch_changed = self._epoch_active = 0
         net.epoch = epoch
         self.generator.set_state(self.rng_state.cpu())
-        for i, layer in enumerate(net.layers):
-            before = layer.weight_mask.clone()
-            if cfg.method == "gmp":
-                self._prune_layer(net, i)
-            else:
-                self._drop_and_grow(net, i)
-            self._epoch_changed += int((layer.weight_mask - before).abs().sum().item())
+        for i in range(len(net.layers)):
+            n = method.amount(cfg, self.training_progress, net.counts[i], net.final_counts[i], net.size(i))
+            if n > 0:
+                grad = net.dense_grads[i] if net.dense_grads is not None else None
+                dropped = net.drop(i, n, method.drop.score(net.weight(i), grad, self.generator))
+                net.mask_optimizer_state(i, cfg.mask_optimizer_moments)
+                changed = n
+                if method.grow is not None:
+                    grown = net.grow(i, n, method.grow.score(net.weight(i), grad, self.generator))
+                    # A position dropped and grown again is unchanged (it restarts at 0).
+                    changed += n - 2 * int(torch.isin(grown, dropped).sum().item())
+                self._epoch_changed += changed
             self._epoch_active += net.counts[i]
-            if i < len(net.target_index):
-                net.target_index[i] = None
-        net.targets_synced = False
-        net.absent_cache = None
-        net.grad_scores = None
+            net.topology_changed(i)
+        net.dense_grads = None
         self.rng_state.copy_(self.generator.get_state())
         # Connections changed per active connection (a swap counts twice: one out, one in).
         self.last_changed_fraction = self._epoch_changed / (2 * max(1, self._epoch_active))
 
-    def _drop_and_grow(self, net: SparseNetwork, i: int) -> None:
-        cfg = self.config
-        layer = net.layers[i]
-        fraction = drop_fraction_at(cfg.drop_fraction, cfg.drop_schedule, self.training_progress, cfg.end_fraction)
-        n = round(fraction * net.counts[i])
-        if n == 0 or net.counts[i] == layer.weight.numel():
-            return
-        n = min(n, layer.weight.numel() - net.counts[i])
-        drop_smallest(layer, n)
-        self._forget_dropped(net, layer)
-        if net.grad_scores is not None:
-            scores = net.grad_scores[i]
-        else:
-            scores = random_scores(layer.weight, self.generator)
-        grow_best(layer, n, scores)
-
-    def _forget_dropped(self, net: SparseNetwork, layer) -> None:
-        """Zero optimizer state at connections just dropped: all of it with moment masking,
-        else the first moment only (the second stays, as in the papers' SET), which is what
-        lets a moment-safe optimizer leave absent weights at exactly 0 without a re-mask."""
-        if self.config.mask_optimizer_moments:
-            mask_state_(net.state_tensors(layer), layer.weight_mask)
-        else:
-            mask_state_(net.first_moments(layer), layer.weight_mask)
-
-    def _prune_layer(self, net: SparseNetwork, i: int) -> None:
-        """Gradual magnitude pruning: shrink the layer to the schedule's count."""
-        cfg = self.config
-        layer = net.layers[i]
-        final = net.final_counts[i]
-        size = layer.weight.numel()
-        final_density = final / size
-        initial_density = 1.0 - cfg.initial_sparsity
-        sparsity = cubic_sparsity_at(
-            1.0 - max(initial_density, final_density),
-            1.0 - final_density,
-            self.training_progress,
-            cfg.prune_start_fraction,
-            cfg.prune_end_fraction,
-        )
-        count = round((1.0 - sparsity) * size)
-        n = net.counts[i] - count
-        if n <= 0:
-            return
-        drop_smallest(layer, n)
-        net.counts[i] = count
-        self._forget_dropped(net, layer)
-        if net.target_layers:  # the target follows the shrinking count at once, by magnitude
-            prune_to_magnitude_(net.target_layers[i], count)
-
-    def _refresh_target(self, net: SparseNetwork) -> None:
+    def _refresh_target(self, net: Backend) -> None:
         """Apply the target rule after an update of the network's target weights."""
         if not net.target_updated[0]:
             return  # the common case, checked before every target forward: keep it cheap
         net.target_updated[0] = False
-        if net.targets_synced:
-            return  # target supports equal the online ones: an update keeps them so
-        with torch.no_grad():
-            # Every layer, updated or not: the rule is idempotent (SB3 updates them all at once).
-            for i, (target, online) in enumerate(zip(net.target_layers, net.layers, strict=False)):
-                if self.config.target_sparsity == "online_mask":
-                    if net.target_index[i] is None:
-                        copy_online_mask_(target, online)
-                        net.target_index[i] = True  # in sync until the online mask changes
-                    continue
-                index = net.target_index[i]
-                if index is None:
-                    if int(target.weight_mask.sum().item()) != net.counts[i]:
-                        prune_to_magnitude_(target, net.counts[i])  # the online count changed (pruning)
-                    index = net.target_index[i] = TargetSupport(target, online)
-                prune_to_count_(target, online, index)
-            net.targets_synced = all(index is True or (index is not None and index.in_sync) for index in net.target_index)
+        try:
+            net.apply_target_rule()
+        except NonFiniteError as error:
+            raise self._nonfinite(net, str(error)) from None
+
+    def _target_parameters(self, net: Backend, recurse: bool = True) -> Iterator[nn.Parameter]:
+        self._refresh_target(net)  # an update not yet followed by a target forward: apply its rule now
+        return nn.Module.parameters(net.target, recurse)
+
+    def _nonfinite(self, net: Backend, where: str) -> NonFiniteError:
+        return NonFiniteError(
+            f"sb3_sparse: non-finite values in network {net.name!r}, {where}, at gradient update {self.clock} "
+            f"(topology update {self.clock // self.config.update_interval}); stopped rather than evolve on them"
+        )
 
     # -- state --------------------------------------------------------------------------------
 
@@ -346,9 +265,4 @@ class SparseController(nn.Module):
         self.training_progress = float(self.progress.item())
         for net, epoch in zip(self.networks.values(), self.epochs.tolist(), strict=True):
             net.epoch = int(epoch)
-            for layer in net.layers + net.target_layers:
-                layer.weight.mul_(layer.weight_mask)
-            net.counts = [int(m.sum().item()) for m in net.masks()]
-            net.target_index = [None] * len(net.target_layers)
-            net.targets_synced = False
-            net.absent_cache = None
+            net.reload()

@@ -1,7 +1,8 @@
-"""Changing one layer's topology: where to drop, where to grow, and target-network rules.
+"""The masked backend's layer kernels: drop, grow, mask optimizer state, target-network rules.
 
-Scorers say *where*; callers say *how many*. All functions change tensors in place
-under ``no_grad`` and keep the invariant that absent weights are exactly zero.
+Scores say *where* (see :mod:`sb3_sparse.core.methods`); callers say *how many*. All
+functions change tensors in place under ``no_grad`` and keep the invariant that absent
+weights are exactly zero.
 """
 
 from __future__ import annotations
@@ -14,16 +15,6 @@ import torch
 from .layers import MaskedLayerMixin
 
 
-def random_scores(weight: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """SET's growth score: uniform noise, so growth picks absent positions at random."""
-    return torch.rand(weight.shape, generator=generator).to(weight.device)
-
-
-def gradient_scores(grad: torch.Tensor) -> torch.Tensor:
-    """RigL's growth score: magnitude of the dense gradient."""
-    return grad.abs()
-
-
 def _top_positions(scores: torch.Tensor, candidates: torch.Tensor, n: int, largest: bool) -> torch.Tensor:
     """Flat indices of the ``n`` best-scoring positions among ``candidates`` (a 0/1 tensor)."""
     fill = float("-inf") if largest else float("inf")
@@ -32,9 +23,11 @@ def _top_positions(scores: torch.Tensor, candidates: torch.Tensor, n: int, large
 
 
 @torch.no_grad()
-def drop_smallest(layer: MaskedLayerMixin, n: int) -> torch.Tensor:
-    """Remove the ``n`` active connections closest to zero; return their flat indices."""
-    dropped = _top_positions(layer.weight.abs(), layer.weight_mask, n, largest=False)
+def drop_smallest(layer: MaskedLayerMixin, n: int, scores: torch.Tensor | None = None) -> torch.Tensor:
+    """Remove the ``n`` active connections with the lowest ``scores`` (default: closest to
+    zero); return their flat indices."""
+    scores = layer.weight.abs() if scores is None else scores
+    dropped = _top_positions(scores, layer.weight_mask, n, largest=False)
     layer.weight_mask.view(-1)[dropped] = 0.0
     layer.weight.view(-1)[dropped] = 0.0
     return dropped
@@ -69,15 +62,17 @@ class TargetSupport:
     indices, and scratch arrays for the per-update scan, so that pruning allocates nothing
     large. NumPy, not torch: pruning is a few dozen small array operations per update, and
     each costs several times more as a torch op than as a NumPy one on the CPUs measured
-    (docs/benchmarks.md).
+    (docs/benchmarks.md). For CPU tensors; :class:`DeviceTargetSupport` is the same rule on
+    other devices.
     """
 
     def __init__(self, target: MaskedLayerMixin, online: MaskedLayerMixin) -> None:
+        self.device = target.weight.device
         self.in_support = _host(target.weight_mask) != 0
         self.count = int(np.count_nonzero(self.in_support))
         self.newcomers = np.flatnonzero((_host(online.weight_mask) != 0) & ~self.in_support)
         self.magnitudes = np.empty_like(_host(target.weight))
-        self.at_most = np.empty(self.in_support.size, dtype=bool)
+        self.above = np.empty(self.in_support.size, dtype=bool)
         self._views: tuple[tuple[int, ...], list[np.ndarray]] | None = None
 
     @property
@@ -86,26 +81,16 @@ class TargetSupport:
         return self.newcomers.size == 0
 
     def arrays(self, target: MaskedLayerMixin, online: MaskedLayerMixin) -> list[np.ndarray]:
-        """The target's weights and mask and the online mask as flat NumPy arrays.
-
-        On the CPU these are views, kept while the tensors keep their storage (``Module.to``
-        gives them new storage); elsewhere they are fresh copies, written back by
-        :meth:`write_back`.
-        """
+        """The target's weights and mask and the online mask as flat NumPy views (CPU tensors
+        only), kept while the tensors keep their storage (``Module.to`` gives them new storage)."""
         tensors = (target._parameters["weight"], target._buffers["weight_mask"], online._buffers["weight_mask"])
-        if not tensors[0].is_cpu:
-            return [_host(t) for t in tensors]
         key = tuple(t.data_ptr() for t in tensors)
         if self._views is None or self._views[0] != key:
             self._views = (key, [_host(t) for t in tensors])
         return self._views[1]
 
-    @staticmethod
-    def write_back(target: MaskedLayerMixin, values: np.ndarray, mask: np.ndarray) -> None:
-        """Copy arrays from :meth:`arrays` into the target if they are copies, not views."""
-        if not target.weight.is_cpu:
-            target.weight.detach().view(-1).copy_(torch.from_numpy(values))
-            target.weight_mask.view(-1).copy_(torch.from_numpy(mask))
+    def prune(self, target: MaskedLayerMixin, online: MaskedLayerMixin) -> None:
+        prune_to_count_(target, online, self)
 
 
 @torch.no_grad()
@@ -125,16 +110,21 @@ def prune_to_count_(target: MaskedLayerMixin, online: MaskedLayerMixin, index: T
     newcomers = index.newcomers
     newcomer_values = np.abs(values[newcomers])
     threshold = np.maximum.reduce(newcomer_values)
+    if not np.isfinite(threshold):
+        raise FloatingPointError("non-finite target weight at an online-only position")
     if threshold == 0:
         return  # no online-only connection has reached the target yet
     magnitudes = np.abs(values, out=index.magnitudes)
-    at_most = np.less_equal(magnitudes, threshold, out=index.at_most)
-    # Off S and N every entry is exactly 0 (so at most t), and every N entry is at most t:
-    # anything the count finds beyond those two groups lies in S, and is L.
-    if np.count_nonzero(at_most) <= values.size - index.count:
+    above = np.greater(magnitudes, threshold, out=index.above)
+    # Off S and N every entry is exactly 0 and every N entry is at most t, so every entry
+    # above t lies in S: fewer than |S| of them means L is not empty. A NaN is not above t,
+    # so a NaN in S always takes the second branch, where it is caught among L.
+    if np.count_nonzero(above) >= index.count:
         values[newcomers] = 0.0  # L is empty: every newcomer stays out
     else:
-        low = np.flatnonzero(np.logical_and(at_most, index.in_support, out=at_most))
+        low = np.flatnonzero(np.greater(index.in_support, above, out=above))  # in S and not above t
+        if np.isnan(magnitudes[low]).any():
+            raise FloatingPointError("NaN target weight in the target's support")
         # |N| of the entries of L and N go, so only the |L| largest newcomers (and any tied with
         # the smallest of them) can stay. Rank those with L, ascending by magnitude, ties by
         # position (so a model rebuilt from a checkpoint, whose index arrays may be ordered
@@ -151,7 +141,6 @@ def prune_to_count_(target: MaskedLayerMixin, online: MaskedLayerMixin, index: T
         values[going] = 0.0
         # N' = M \ S': the entries that went and the online network has.
         index.newcomers = going[online_mask[going] != 0]
-    index.write_back(target, values, mask)
 
 
 @torch.no_grad()
@@ -169,3 +158,44 @@ def copy_online_mask_(target: MaskedLayerMixin, online: MaskedLayerMixin) -> Non
     """Give a target layer the online layer's support."""
     target.weight_mask.copy_(online.weight_mask)
     target.weight.mul_(target.weight_mask)
+
+
+class DeviceTargetSupport:
+    """:class:`TargetSupport` as boolean tensors on the layer's device, for a rule with no host copy.
+
+    A copy to the host makes the host wait for the device, once per target update; this
+    path is a few kernels with no data-dependent branch on the host. It computes what
+    :func:`prune_to_count_` computes by ranking only the contenders: of ``S`` and ``N`` the
+    ``|S|`` largest magnitudes stay (equal magnitudes: the smaller position goes first),
+    unless every ``N`` entry is still 0 (then nothing changes). It does not look for NaNs,
+    which would need the host: the next topology update's check finds them in the target.
+    Built once per topology update (one wait for the count then).
+    """
+
+    def __init__(self, target: MaskedLayerMixin, online: MaskedLayerMixin) -> None:
+        self.device = target.weight.device
+        self.in_support = target.weight_mask.view(-1) != 0
+        self.count = int(self.in_support.sum().item())
+        self.newcomers = (online.weight_mask.view(-1) != 0) & ~self.in_support
+        # Fixed until the next rebuild: once N is empty the rule keeps S, so skipping is exact,
+        # and an N that empties later only costs the (no-op) kernels.
+        self.in_sync = not bool(self.newcomers.any().item())
+
+    @torch.no_grad()
+    def prune(self, target: MaskedLayerMixin, online: MaskedLayerMixin) -> None:
+        if self.in_sync:
+            return
+        values, mask = target.weight.detach().view(-1), target.weight_mask.view(-1)
+        magnitudes = values.abs()
+        candidates = self.in_support | self.newcomers
+        # Ascending by magnitude, equal ones by position (a stable sort); others first: the last |S| stay.
+        order = torch.sort(torch.where(candidates, magnitudes, -1.0), stable=True).indices
+        stays = torch.zeros_like(candidates)
+        stays[order[values.numel() - self.count :]] = True
+        reached = torch.where(self.newcomers, magnitudes, 0.0).amax() > 0  # 0-dim: stays on the device
+        stays = torch.where(reached, stays, self.in_support)
+        going = candidates & ~stays
+        values.masked_fill_(going, 0.0)
+        mask.copy_(torch.where(candidates, stays.to(mask.dtype), mask))
+        self.in_support = stays
+        self.newcomers = torch.where(reached, going & (online.weight_mask.view(-1) != 0), self.newcomers)
