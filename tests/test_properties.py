@@ -12,9 +12,10 @@ from torch import nn
 
 from sb3_sparse.core import SparseConfig, lambda_counts, layer_counts, random_mask
 from sb3_sparse.core.layers import MaskedLayerMixin, active_count, to_masked
+from sb3_sparse.core.methods import RANDOM
 from sb3_sparse.core.schedules import cubic_sparsity_at, drop_fraction_at
 from sb3_sparse.core.sparsify import sparsify_
-from sb3_sparse.core.topology import TargetSupport, drop_smallest, grow_best, prune_to_count_, random_scores
+from sb3_sparse.core.topology import TargetSupport, drop_smallest, grow_best, prune_to_count_
 
 # 60 examples per property in the suite; set SB3_SPARSE_HYPOTHESIS_EXAMPLES for a longer search.
 EXAMPLES = int(os.environ.get("SB3_SPARSE_HYPOTHESIS_EXAMPLES", 60))
@@ -98,7 +99,7 @@ def test_drop_then_grow_preserves_counts_and_grows_only_at_absent_positions(shap
         assert magnitudes[dropped].max() <= magnitudes[kept].min()
 
     absent_before_growth = layer.weight_mask.view(-1) == 0
-    grown = grow_best(layer, n, random_scores(layer.weight, gen))
+    grown = grow_best(layer, n, RANDOM.score(layer.weight, None, gen))
     assert torch.all(absent_before_growth[grown])  # growth only at absent positions
     assert grown.unique().numel() == n
     assert int(layer.weight_mask.sum()) == active  # drop + grow preserves the count
