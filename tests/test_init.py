@@ -105,8 +105,8 @@ def test_init_is_validated_and_presets_follow_their_source():
         assert resolve_config(preset, "dqn", {}).init == "sparse", preset
     assert resolve_config("dqn-set", "dqn", {}).method == "set"
     assert resolve_config("dqn-gmp", "dqn", {}).init == "dense"
-    for preset in ("static", "ds-td3", "ds-sac", "tows", None):
-        assert resolve_config(preset, "td3", {}).init == "dense", preset
+    for preset, algo in [("static", "td3"), ("ds-td3", "td3"), ("ds-sac", "sac"), ("tows", "sac"), (None, "td3")]:
+        assert resolve_config(preset, algo, {}).init == "dense", preset
     assert resolve_config("dqn-rigl", "dqn", {"init": "dense"}).init == "dense"
 
 

@@ -131,15 +131,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def ray_listens_on_loopback_only() -> bool:
+    """Every listening socket of Ray's head processes is on 127.0.0.1 (or ::1)."""
+    import psutil
+
+    addresses = set()
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if "ray" in " ".join(process.info["cmdline"] or []):
+            try:
+                addresses |= {c.laddr.ip for c in process.net_connections("inet") if c.status == psutil.CONN_LISTEN}
+            except psutil.Error:
+                continue
+    return bool(addresses) and addresses <= {"127.0.0.1", "::1"}
+
+
 def test_tiny_grid_on_a_real_local_ray_cluster(tmp_path):
     ray = str(Path(sys.executable).parent / "ray")
     port = _free_port()
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Ray turns 127.0.0.1 into the machine's network address unless told this is a one-machine cluster.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     head = [ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
             "--include-dashboard", "false", "--temp-dir", temp, "--disable-usage-stats"]  # fmt: skip
     subprocess.run(head, check=True, capture_output=True, timeout=120, env=env)
     try:
+        assert ray_listens_on_loopback_only()
         results = tmp_path / "results"
         out = sweep_cli(str(write_grid(tmp_path)), "--results", str(results), "--ray-address", f"127.0.0.1:{port}", env=env)
         assert out.returncode == 0, out.stderr[-2000:]
