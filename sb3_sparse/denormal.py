@@ -91,13 +91,13 @@ class FlushDenormalCallback(BaseCallback):
 
     def __init__(self, enabled: bool = True, verbose: int = 0) -> None:
         super().__init__(verbose)
-        self.scope = DenormalScope(enabled)
+        self.denormal = DenormalScope(enabled)  # the same attribute as SparseTrainingCallback's
 
     def _on_training_start(self) -> None:
-        self.scope.enter()
+        self.denormal.enter()
 
     def _on_step(self) -> bool:
         return True
 
     def _on_training_end(self) -> None:
-        self.scope.leave()
+        self.denormal.leave()

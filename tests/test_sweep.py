@@ -125,6 +125,26 @@ def test_a_larger_budget_continues_finished_jobs(tmp_path):
     assert model.buffer_size == 600 and model.num_timesteps == 600
 
 
+@pytest.mark.parametrize("flush", [True, False])
+def test_the_jobs_denormal_setting_reaches_the_files_callbacks(tmp_path, monkeypatch, flush):
+    """dense_td3.yml carries FlushDenormalCallback, the sparse files SparseTrainingCallback: both obey the grid."""
+    from sb3_sparse.sweep import job as job_module
+
+    seen = []
+    learn = job_module.BaseCallback.on_training_start
+
+    def record(self, *args):
+        if hasattr(self, "denormal"):
+            seen.append((type(self).__name__, self.denormal.enabled))
+        return learn(self, *args)
+
+    monkeypatch.setattr(job_module.BaseCallback, "on_training_start", record)
+    jobs = expand({**GRID, "steps": 200, "flush_denormal": flush, "seeds": [0]})
+    for job in jobs:
+        job_module.run_job(job.to_dict(), str(tmp_path))
+    assert sorted(seen) == [("FlushDenormalCallback", flush), ("SparseTrainingCallback", flush)]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -28,7 +28,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
 from torch import nn
 
-from ..denormal import flush_denormal
+from ..denormal import DenormalScope, flush_denormal
 from ..summary import network_summary
 from ..zoo import merge_policy_kwargs
 from .checkpoint import Checkpoints, Evaluations, read_json, write_atomic, write_json
@@ -178,7 +178,7 @@ def _train(job: Job, folder: Path) -> dict[str, Any]:
     start = model.num_timesteps
     model.set_logger(configure(str(folder / "logs" / f"{start:010d}"), ["csv", "tensorboard"]))
     for callback in manager.callbacks:  # the file's callbacks follow the job's denormal setting
-        if hasattr(callback, "denormal"):
+        if isinstance(getattr(callback, "denormal", None), DenormalScope):
             callback.denormal.enabled = job.flush_denormal
     evaluations = Evaluations(folder / "evaluations.csv", until=start)
     sweep = SweepCallback(job, folder, manager.create_envs(1, eval_env=True, no_log=True), evaluations, state)
