@@ -159,7 +159,8 @@ def ray_listens_on_loopback_only() -> bool:
     for process in psutil.process_iter(["name", "cmdline"]):
         if "ray" in " ".join(process.info["cmdline"] or []):
             try:
-                addresses |= {c.laddr.ip for c in process.net_connections("inet") if c.status == psutil.CONN_LISTEN}
+                listening = [c for c in process.net_connections("inet") if c.status == psutil.CONN_LISTEN]
+                addresses |= {c.laddr.ip.removeprefix("::ffff:") for c in listening}  # IPv4-mapped IPv6
             except psutil.Error:
                 continue
     return bool(addresses) and addresses <= {"127.0.0.1", "::1"}
