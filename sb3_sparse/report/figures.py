@@ -20,6 +20,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, ax, path: Path) -> None:
+    """Grid, legend, tight layout, write the PNG and free the figure."""
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def mean_ci(curves: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean over runs (axis 0) and its 95% percentile-bootstrap interval at each point."""
     rng = np.random.default_rng(seed)
@@ -40,13 +49,8 @@ def learning_curves(algo: str, env: str, by_method: dict[str, list[Run]], path: 
         steps = runs[0].timesteps[:points]
         ax.plot(steps, mean, label=f"{label(method, algo)} ({len(runs)} runs)")
         ax.fill_between(steps, low, high, alpha=0.2)
-    ax.set(xlabel="environment steps", ylabel="evaluation return",
-           title=f"{algo.upper()} on {env}: mean and 95% bootstrap CI")  # fmt: skip
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    ax.set(xlabel="environment steps", ylabel="evaluation return", title=f"{algo.upper()} on {env}: mean and 95% bootstrap CI")
+    _save(plt, fig, ax, path)
 
 
 def return_vs_sparsity(algo: str, env: str, by_method: dict[str, list[Run]], path: Path) -> None:
@@ -60,11 +64,7 @@ def return_vs_sparsity(algo: str, env: str, by_method: dict[str, list[Run]], pat
                     label=label(method, algo))  # fmt: skip
     ax.set(xlabel="sparsity of actor + critics (%)", ylabel="final return (last 10 evaluations)",
            title=f"{algo.upper()} on {env}: final return vs sparsity")  # fmt: skip
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, ax, path)
 
 
 def input_connectivity(algo: str, env: str, by_method: dict[str, list[Run]], path: Path) -> bool:
