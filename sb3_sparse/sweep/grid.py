@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-HYPERPARAMS_DIR = Path(__file__).resolve().parent.parent / "hyperparams"
+from ..paper import HYPERPARAMS_DIR  # the packaged rl-zoo3 files
 
 _DEFAULTS: dict[str, Any] = {
     "sparsities": [],
