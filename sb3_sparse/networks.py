@@ -1,10 +1,11 @@
 """Sparse networks saved on their own (``model.q_net.save(path)``) load back with their masks.
 
 SB3's ``BaseModel.load`` rebuilds a network from its constructor arguments, which builds it
-dense, and then loads a state dict that holds ``weight_mask`` buffers. The sparse policies
-give each network they sparsify a subclass of its SB3 class (``QNetwork`` becomes
-``SparseQNetwork``) whose ``load_state_dict`` first turns the layers the state dict masks into
-masked layers, so ``type(model.q_net).load(path)`` restores the network exactly.
+dense, and then loads a state dict that holds masks (``weight_mask_bits``, or a float
+``weight_mask`` in older checkpoints). The sparse policies give each network they sparsify a
+subclass of its SB3 class (``QNetwork`` becomes ``SparseQNetwork``) whose ``load_state_dict``
+first turns the layers the state dict masks into masked layers, so
+``type(model.q_net).load(path)`` restores the network exactly.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import torch
 from torch import nn
 
 from .core.layers import MaskedLayerMixin, replace_layer, to_masked
+from .core.mask_bits import BITS_KEY, MASK_KEY
 
 _CLASSES: dict[type, type] = {}  # SB3 network class -> its sparse subclass
 
 
 class SparseNetworkMixin:
-    """Loads a state dict with ``weight_mask`` buffers into a network built dense."""
+    """Loads a state dict with masks into a network built dense."""
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
         mask_like_(self, state_dict)  # type: ignore[arg-type]
@@ -29,14 +31,14 @@ class SparseNetworkMixin:
 
 
 def mask_like_(module: nn.Module, state_dict: Mapping[str, Any]) -> None:
-    """Replace each dense layer of ``module`` that ``state_dict`` gives a ``weight_mask`` by a masked one.
+    """Replace each dense layer of ``module`` that ``state_dict`` gives a mask by a masked one.
 
     :param module: the network to load into.
     :param state_dict: the state to be loaded (masks are copied by the load that follows).
     """
     for key in state_dict:
         name, _, leaf = key.rpartition(".")
-        if leaf != "weight_mask":
+        if leaf not in (BITS_KEY, MASK_KEY):
             continue
         layer = module.get_submodule(name)
         if not isinstance(layer, MaskedLayerMixin):

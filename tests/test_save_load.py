@@ -122,5 +122,5 @@ def test_a_network_saved_alone_loads_back(tmp_path, algo, network, settings):
     loaded = type(net).load(tmp_path / "net.pt", device="cpu")
     assert isinstance(loaded, type(net).__mro__[1])  # the SB3 network class
     state, loaded_state = net.state_dict(), loaded.state_dict()
-    assert state.keys() == loaded_state.keys() and any(key.endswith("weight_mask") for key in state)
+    assert state.keys() == loaded_state.keys() and any(key.endswith("weight_mask_bits") for key in state)
     assert all(torch.equal(state[key], loaded_state[key]) for key in state)

@@ -25,6 +25,7 @@ from torch import nn
 
 import sb3_sparse
 from sb3_sparse.__main__ import info
+from sb3_sparse.core.layers import sparse_layers
 from sb3_sparse.targets import GlobalTargetUpdateInterval
 from sb3_sparse.zoo import merge_policy_kwargs
 
@@ -92,7 +93,9 @@ def load(path: Path, algo: type = TD3):
 
 def online_masks(model) -> dict[str, torch.Tensor]:
     """Masks of the trained networks (a target's support follows its own weights' magnitudes)."""
-    return {k: v.clone() for k, v in model.policy.state_dict().items() if k.endswith("weight_mask") and "_target" not in k}
+    masks = {name: layer.weight_mask.clone() for name, layer in sparse_layers(model.policy) if "_target" not in name}
+    assert masks, "no sparse layer"
+    return masks
 
 
 # -- the files ---------------------------------------------------------------------------------

@@ -8,8 +8,13 @@ indices) would provide the same few names.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
+
+from .mask_bits import BITS_KEY, MASK_KEY, pack_mask, unpack_mask
 
 
 class MaskedLayerMixin:
@@ -18,6 +23,10 @@ class MaskedLayerMixin:
     The forward pass is the parent's own: masked entries of ``weight`` are kept at
     exactly zero by the optimizer hooks, so no ``weight * mask`` product is paid
     per forward (measured 6-10% slower on this CPU).
+
+    A state dict holds the mask as ``weight_mask_bits`` (one bit per connection, see
+    :mod:`~sb3_sparse.core.mask_bits`); a state dict with a float ``weight_mask`` (checkpoints
+    written before) loads too.
     """
 
     weight: nn.Parameter
@@ -32,6 +41,37 @@ class MaskedLayerMixin:
         """Replace the mask in place and zero the weights it removes."""
         self.weight_mask.copy_(mask)
         self.weight.mul_(self.weight_mask)
+
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)  # type: ignore[misc]
+        destination[prefix + BITS_KEY] = pack_mask(destination.pop(prefix + MASK_KEY))
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: Mapping[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # ``load_state_dict`` hands each module its own copy of the state dict to edit: the
+        # bits become the float mask the parent's loader expects.
+        bits_key, mask_key = prefix + BITS_KEY, prefix + MASK_KEY
+        if bits_key in state_dict:
+            bits = state_dict.pop(bits_key)
+            if mask_key in state_dict:
+                error_msgs.append(f"state_dict has both {mask_key!r} and {bits_key!r}; a layer's mask is one of them")
+            else:
+                try:
+                    state_dict[mask_key] = unpack_mask(bits, self.weight_mask.shape, self.weight_mask.dtype)
+                except ValueError as error:
+                    error_msgs.append(f"While loading {bits_key!r}: {error}")
+                    state_dict[mask_key] = self.weight_mask  # not reported missing as well: the error fails the load
+        super()._load_from_state_dict(  # type: ignore[misc]
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def extra_repr(self) -> str:
         density = float(self.weight_mask.mean())
