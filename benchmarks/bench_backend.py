@@ -108,7 +108,13 @@ def timing_summary(times: dict[str, list[float]]) -> dict[str, dict[str, float]]
     for name, values in times.items():
         speedups = [d / t for d, t in zip(times["dense"], values, strict=True)]
         q1, median, q3 = statistics.quantiles(speedups, n=4) if len(speedups) > 1 else speedups * 3
-        summary[name] = {"ms_per_step": statistics.median(values) * 1e3, "speedup": median, "speedup_q1": q1, "speedup_q3": q3}
+        summary[name] = {
+            "ms_per_step": statistics.median(values) * 1e3,
+            "speedup": median,
+            "speedup_q1": q1,
+            "speedup_q3": q3,
+            "s_per_step_by_round": values,
+        }
     return summary
 
 

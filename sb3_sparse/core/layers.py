@@ -8,13 +8,12 @@ indices) would provide the same few names.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from .mask_bits import BITS_KEY, MASK_KEY, pack_mask, unpack_mask
+from .mask_bits import BITS_KEY, MASK_KEY, pack_mask, unpack_mask_in_state_
 
 
 class MaskedLayerMixin:
@@ -46,32 +45,10 @@ class MaskedLayerMixin:
         super()._save_to_state_dict(destination, prefix, keep_vars)  # type: ignore[misc]
         destination[prefix + BITS_KEY] = pack_mask(destination.pop(prefix + MASK_KEY))
 
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: Mapping[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        # ``load_state_dict`` hands each module its own copy of the state dict to edit: the
-        # bits become the float mask the parent's loader expects.
-        bits_key, mask_key = prefix + BITS_KEY, prefix + MASK_KEY
-        if bits_key in state_dict:
-            bits = state_dict.pop(bits_key)
-            if mask_key in state_dict:
-                error_msgs.append(f"state_dict has both {mask_key!r} and {bits_key!r}; a layer's mask is one of them")
-            else:
-                try:
-                    state_dict[mask_key] = unpack_mask(bits, self.weight_mask.shape, self.weight_mask.dtype)
-                except ValueError as error:
-                    error_msgs.append(f"While loading {bits_key!r}: {error}")
-                    state_dict[mask_key] = self.weight_mask  # not reported missing as well: the error fails the load
-        super()._load_from_state_dict(  # type: ignore[misc]
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # args: local_metadata, strict, missing_keys, unexpected_keys, error_msgs.
+        unpack_mask_in_state_(state_dict, prefix, self.weight_mask, error_msgs=args[-1])
+        super()._load_from_state_dict(state_dict, prefix, *args)  # type: ignore[misc]
 
     def extra_repr(self) -> str:
         density = float(self.weight_mask.mean())

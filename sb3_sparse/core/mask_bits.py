@@ -10,6 +10,8 @@ so the bits alone restore it. A float mask is 32 times larger; written as such i
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 MASK_KEY = "weight_mask"
@@ -56,3 +58,29 @@ def unpack_mask(bits: torch.Tensor, shape: torch.Size, dtype: torch.dtype) -> to
         )
     flat = (bits.view(-1, 1) & _bit_values(bits.device)) != 0
     return flat.view(-1)[:numel].view(shape).to(dtype)
+
+
+def unpack_mask_in_state_(state_dict: dict[str, Any], prefix: str, mask: torch.Tensor, error_msgs: list[str]) -> None:
+    """Turn a layer's ``weight_mask_bits`` entry of ``state_dict`` into the float ``weight_mask``, in place.
+
+    For a layer's ``_load_from_state_dict``, which gets its own copy of the state dict to edit;
+    an entry that is already a float mask (older checkpoints) stays. Problems go to
+    ``error_msgs``, which fail the load as ``load_state_dict`` reports them.
+
+    :param state_dict: the state being loaded.
+    :param prefix: the layer's key prefix (``"actor.mu.0."``).
+    :param mask: the layer's mask buffer (its shape and dtype are the unpacked mask's).
+    :param error_msgs: ``load_state_dict``'s list of errors.
+    """
+    bits_key, mask_key = prefix + BITS_KEY, prefix + MASK_KEY
+    if bits_key not in state_dict:
+        return
+    bits = state_dict.pop(bits_key)
+    if mask_key in state_dict:
+        error_msgs.append(f"state_dict has both {mask_key!r} and {bits_key!r}; a layer's mask is one of them")
+        return
+    try:
+        state_dict[mask_key] = unpack_mask(bits, mask.shape, mask.dtype)
+    except ValueError as error:
+        error_msgs.append(f"While loading {bits_key!r}: {error}")
+        state_dict[mask_key] = mask  # not also reported missing: the error fails the load
