@@ -36,6 +36,7 @@ DENSE_ABOVE_DENSITY = 0.2
 #: From this many rows of ``x`` on the vectorised CSR kernel beats MKL's (measured).
 _REDUCE_MIN_ROWS = 64
 _SPARSE_DTYPES = (torch.float32, torch.float64)
+PATHS = ("auto", "sparse", "dense")
 
 with warnings.catch_warnings():
     # PyTorch warns once per process that CSR support is "beta"; consume that warning here
@@ -57,9 +58,14 @@ class SparseIndex:
     :param positions: sorted flat row-major positions ``row * in_features + col`` of the active
         connections (int32, 1-D, strictly increasing, in ``[0, out_features * in_features)``).
     :param shape: ``(out_features, in_features)``, both positive.
+    :param path: ``"auto"`` (dense above ``DENSE_ABOVE_DENSITY`` or off the CPU, else sparse),
+        ``"sparse"`` (the sparse kernels on the CPU at any density; for tests and benchmarks)
+        or ``"dense"``.
     """
 
-    def __init__(self, positions: torch.Tensor, shape: tuple[int, int]) -> None:
+    def __init__(self, positions: torch.Tensor, shape: tuple[int, int], *, path: str = "auto") -> None:
+        if path not in PATHS:
+            raise ValueError(f"path must be one of {PATHS}, got {path!r}")
         out, inp = (int(s) for s in shape)
         if out < 1 or inp < 1:
             raise ValueError(f"shape must be two positive sizes (out_features, in_features), got {tuple(shape)}")
@@ -78,7 +84,9 @@ class SparseIndex:
             raise ValueError(f"positions must be strictly increasing and lie in [0, {out * inp}) for shape {self.shape}")
         self.density = nnz / (out * inp)
         #: Whether :func:`sparse_linear` computes this layer densely (see ``DENSE_ABOVE_DENSITY``).
-        self.dense = self.density > DENSE_ABOVE_DENSITY or positions.device.type != "cpu"
+        on_cpu = positions.device.type == "cpu"
+        self.dense = path == "dense" or not on_cpu or (path == "auto" and self.density > DENSE_ABOVE_DENSITY)
+        self._csr: tuple[torch.Tensor, int, torch.Tensor] | None = None
         if self.dense:
             return
         rows, cols = self.long_positions // inp, self.long_positions % inp
@@ -88,8 +96,17 @@ class SparseIndex:
         self.ccol, self.row = _compressed(cols[self.transpose_perm], rows[self.transpose_perm], inp)
 
     def csr(self, values: torch.Tensor) -> torch.Tensor:
-        """``W`` as a CSR tensor holding ``values`` (no copy)."""
-        return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
+        """``W`` as a CSR tensor that shares ``values``' memory (never autograd-tracked).
+
+        The last one is kept for the same ``values`` tensor at the same address: it shares that
+        memory, so it sees in-place updates (optimizer steps), and building one costs as much
+        as a batch-1 product of a small layer.
+        """
+        if self._csr is not None and self._csr[0] is values and self._csr[1] == values.data_ptr():
+            return self._csr[2]
+        csr = torch.sparse_csr_tensor(self.crow, self.col, values.detach(), self.shape, check_invariants=False)
+        self._csr = (values, values.data_ptr(), csr)
+        return csr
 
     def csr_transposed(self, values: torch.Tensor) -> torch.Tensor:
         """``W.T`` as a CSR tensor (the CSC form of ``W``) holding ``values`` permuted."""
@@ -97,11 +114,12 @@ class SparseIndex:
         return torch.sparse_csr_tensor(self.ccol, self.row, values[self.transpose_perm], shape, check_invariants=False)
 
 
-def _times(csr: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """``csr @ rhs`` for a contiguous dense ``rhs`` of shape ``(k, n)``, with the faster kernel for ``n``."""
+def _times(csr: torch.Tensor, rhs: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``csr @ rhs (+ bias[:, None])`` for a contiguous dense ``rhs`` of shape ``(k, n)``, with the faster kernel for ``n``."""
     if rhs.shape[1] >= _REDUCE_MIN_ROWS:
-        return torch.sparse.mm(csr, rhs, "sum")
-    return torch.sparse.mm(csr, rhs)
+        product = torch.sparse.mm(csr, rhs, "sum")
+        return product if bias is None else product.add_(bias[:, None])
+    return torch.mm(csr, rhs) if bias is None else torch.addmm(bias[:, None], csr, rhs)
 
 
 def _forward(
@@ -112,10 +130,7 @@ def _forward(
     The result is contiguous like ``F.linear``'s, so that callers may ``view`` it.
     """
     x_t = x.T.contiguous()
-    y_t = _times(index.csr(values), x_t)
-    if bias is not None:
-        y_t += bias[:, None]
-    return y_t.T.contiguous(), x_t
+    return _times(index.csr(values), x_t, bias).T.contiguous(), x_t
 
 
 class _SparseLinearFunction(torch.autograd.Function):
@@ -140,7 +155,9 @@ class _SparseLinearFunction(torch.autograd.Function):
             grad_x = _times(index.csr_transposed(values), grad_y_t).T
         if ctx.needs_input_grad[1]:
             # beta=0 still multiplies the input's values (0 * NaN = NaN): give it zeros.
-            zeros = index.csr(grad_y.new_zeros(index.positions.numel()))
+            zeros = torch.sparse_csr_tensor(
+                index.crow, index.col, grad_y.new_zeros(index.positions.numel()), index.shape, check_invariants=False
+            )
             grad_values = torch.sparse.sampled_addmm(zeros, grad_y_t, x_t.T, beta=0).values()
         if ctx.needs_input_grad[3]:
             grad_bias = grad_y.sum(0)
@@ -167,11 +184,15 @@ def sparse_linear(x: torch.Tensor, values: torch.Tensor, index: SparseIndex, bia
         raise ValueError(f"values must have shape ({index.positions.numel()},) like the index, got {tuple(values.shape)}")
     if values.dtype != x.dtype:
         raise ValueError(f"values and x must have the same dtype, got {values.dtype} and {x.dtype}")
-    x_2d = x.reshape(-1, inp)
-    if index.dense or x.device.type != "cpu" or x.dtype not in _SPARSE_DTYPES or x_2d.shape[0] == 0:
+    if index.dense or not x.is_cpu or x.dtype not in _SPARSE_DTYPES or x.numel() == 0:
         return F.linear(x, dense_weight(values, index), bias)
+    out_shape = (*x.shape[:-1], out)
     if torch.is_grad_enabled() and (x.requires_grad or values.requires_grad or (bias is not None and bias.requires_grad)):
-        y = _SparseLinearFunction.apply(x_2d, values, index, bias)
+        return _SparseLinearFunction.apply(x.reshape(-1, inp), values, index, bias).view(out_shape)
+    if x.numel() == inp:
+        # Acting (SB3's predict): one matrix-vector product, the fewest calls per layer.
+        csr, x_1d = index.csr(values), x.reshape(inp)
+        y = torch.mv(csr, x_1d) if bias is None else torch.addmv(bias, csr, x_1d)
     else:
-        y = _forward(x_2d, values, index, bias)[0]
-    return y.view(*x.shape[:-1], out)
+        y = _forward(x.reshape(-1, inp), values, index, bias)[0]
+    return y.view(out_shape)

@@ -1,0 +1,201 @@
+"""Time one sparse linear layer (sb3_sparse.core.sparse_ops) against a dense nn.Linear, interleaved.
+
+    python benchmarks/bench_kernels.py                    # widths 256 and 1024, the plot
+    python benchmarks/bench_kernels.py --break-even       # densities x layer shapes of SB3 MLPs
+
+One process, one torch thread. Each round times the dense layer and the sparse one back to back,
+in an order that alternates between rounds, so that machine noise hits both alike; a sample is
+the mean of enough calls to last about ``--sample-ms``. The report gives, per case, the median
+time of each and, as the main figure, the median over rounds of dense time / sparse time (the
+speedup) with its quartiles. Two measures: forward + backward (gradients for x, weight, bias)
+at batch 256, and forward without autograd at batch 1 (SB3's ``predict``). Two sparse paths:
+``kernel`` forces the sparse kernels at every density; ``auto`` is what ``sparse_linear``
+chooses (dense above ``DENSE_ABOVE_DENSITY``).
+
+The default run writes ``kernels.json`` and ``kernels.png`` (speedup vs sparsity, one line per
+width) to ``--out``; ``--break-even`` writes ``break_even.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from sb3_sparse.core import sparse_ops
+from sb3_sparse.core.sparse_ops import SparseIndex, sparse_linear
+
+SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+WIDTHS = (256, 1024)
+# Layer shapes (out, in) of SB3 MLPs: HalfCheetah's actor input (17) and critic input (17 + 6),
+# hidden layers, the action (6) and Q-value (1) outputs, and wide networks.
+BREAK_EVEN_SHAPES = ((256, 17), (256, 23), (256, 256), (6, 256), (1, 256), (1024, 1024), (1024, 17))
+BREAK_EVEN_DENSITIES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+
+
+def calls_per_sample(fn: Callable[[], None], sample_s: float) -> int:
+    """How many calls of ``fn`` last about ``sample_s``."""
+    fn()
+    start = time.perf_counter()
+    fn()
+    return max(1, math.ceil(sample_s / max(time.perf_counter() - start, 1e-7)))
+
+
+def interleaved(fns: dict[str, Callable[[], None]], rounds: int, sample_s: float) -> dict[str, list[float]]:
+    """Seconds per call of each function, one sample per round, the order alternating by round."""
+    reps = {name: calls_per_sample(fn, sample_s) for name, fn in fns.items()}
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            fn, n = fns[name], reps[name]
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            times[name].append((time.perf_counter() - start) / n)
+    return times
+
+
+def quartiles(samples: list[float]) -> tuple[float, float, float]:
+    q1, med, q3 = statistics.quantiles(samples, n=4)
+    return q1, med, q3
+
+
+def layer_case(shape: tuple[int, int], density: float, seed: int = 0) -> dict[str, Callable[[], None]]:
+    """The timed calls of one layer: dense nn.Linear and the sparse layer on both paths, both measures."""
+    out, inp = shape
+    gen = torch.Generator().manual_seed(seed)
+    nnz = max(1, round(out * inp * density))
+    positions = torch.randperm(out * inp, generator=gen)[:nnz].sort().values.to(torch.int32)
+    dense = torch.nn.Linear(inp, out)
+    values = torch.nn.Parameter(torch.randn(nnz, generator=gen) / math.sqrt(inp * density))
+    bias = torch.nn.Parameter(torch.zeros(out))
+    indices = {"kernel": SparseIndex(positions, shape, path="sparse"), "auto": SparseIndex(positions, shape)}
+    x = torch.randn(256, inp, generator=gen, requires_grad=True)
+    grad_y = torch.randn(256, out, generator=gen)
+    x1 = torch.randn(1, inp, generator=gen)
+
+    def train_step(forward: Callable[[torch.Tensor], torch.Tensor], params: list[torch.Tensor]) -> Callable[[], None]:
+        return lambda: torch.autograd.grad(forward(x), [x, *params], grad_y)
+
+    def act(forward: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], None]:
+        def call() -> None:
+            with torch.no_grad():
+                forward(x1)
+
+        return call
+
+    calls = {"train/dense": train_step(dense, [dense.weight, dense.bias]), "act/dense": act(dense)}
+    for path, index in indices.items():
+        layer = lambda inputs, index=index: sparse_linear(inputs, values, index, bias)  # noqa: E731
+        calls[f"train/{path}"] = train_step(layer, [values, bias])
+        calls[f"act/{path}"] = act(layer)
+    return calls
+
+
+def measure(shape: tuple[int, int], density: float, rounds: int, sample_s: float) -> dict[str, dict[str, float]]:
+    """Per measure (train, act) and path (kernel, auto): median times and the speedup's quartiles."""
+    times = interleaved(layer_case(shape, density), rounds, sample_s)
+    result: dict[str, dict[str, float]] = {}
+    for measure_name in ("train", "act"):
+        dense = times[f"{measure_name}/dense"]
+        for path in ("kernel", "auto"):
+            sparse = times[f"{measure_name}/{path}"]
+            q1, med, q3 = quartiles([d / s for d, s in zip(dense, sparse)])
+            result[f"{measure_name}/{path}"] = {
+                "dense_us": statistics.median(dense) * 1e6,
+                "sparse_us": statistics.median(sparse) * 1e6,
+                "speedup": med,
+                "speedup_q1": q1,
+                "speedup_q3": q3,
+            }
+    return result
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    titles = {"train": "forward + backward, batch 256", "act": "forward, batch 1 (predict)"}
+    for ax, measure_name in zip(axes, ("train", "act")):
+        for width, color in zip(WIDTHS, ("tab:blue", "tab:orange")):
+            rows = [r for r in results if r["width"] == width]
+            xs = [100 * r["sparsity"] for r in rows]
+            for path, style in (("kernel", "-o"), ("auto", ":s")):
+                stats = [r[f"{measure_name}/{path}"] for r in rows]
+                ys = [s["speedup"] for s in stats]
+                err = [[y - s["speedup_q1"] for y, s in zip(ys, stats)], [s["speedup_q3"] - y for y, s in zip(ys, stats)]]
+                label = f"{width}x{width}, " + ("sparse kernels" if path == "kernel" else "auto (dense when dense)")
+                ax.errorbar(xs, ys, yerr=err, fmt=style, color=color, label=label, capsize=2, markersize=4)
+        ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+        ax.set_yscale("log")
+        ax.set_xlabel("sparsity (%)")
+        ax.set_title(titles[measure_name])
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("speedup vs dense nn.Linear (median, quartiles)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def machine() -> dict[str, object]:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "dense_above_density": sparse_ops.DENSE_ABOVE_DENSITY,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/kernels"))
+    parser.add_argument("--rounds", type=int, default=30, help="interleaved samples per case (default 30)")
+    parser.add_argument("--sample-ms", type=float, default=2.0, help="duration of one sample (default 2 ms)")
+    parser.add_argument("--break-even", action="store_true", help="densities x SB3 layer shapes instead of the plot grid")
+    args = parser.parse_args()
+    if args.rounds < 4:
+        parser.error(f"--rounds must be at least 4 (quartiles), got {args.rounds}")
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    cases = (
+        [(shape, d) for shape in BREAK_EVEN_SHAPES for d in BREAK_EVEN_DENSITIES]
+        if args.break_even
+        else [((w, w), round(1 - s, 4)) for w in WIDTHS for s in SPARSITIES]
+    )
+    print(f"{'shape':>10} {'sparsity':>8} | {'measure':>13} {'dense us':>9} {'sparse us':>9} {'speedup':>7} (q1-q3)")
+    results = []
+    for shape, density in cases:
+        stats = measure(shape, density, args.rounds, args.sample_ms / 1e3)
+        for name, s in stats.items():
+            quart = f"({s['speedup_q1']:.2f}-{s['speedup_q3']:.2f})"
+            shape_s = f"{shape[0]}x{shape[1]}"
+            row = f"{shape_s:>10} {1 - density:8.2f} | {name:>13} {s['dense_us']:9.1f} {s['sparse_us']:9.1f} {s['speedup']:7.2f} {quart}"
+            print(row, flush=True)
+        results.append({"shape": list(shape), "width": shape[0], "sparsity": round(1 - density, 4), **stats})
+    report = {
+        "command": "python benchmarks/bench_kernels.py " + " ".join(sys.argv[1:]),
+        "machine": machine(),
+        "results": results,
+    }
+    name = "break_even.json" if args.break_even else "kernels.json"
+    (args.out / name).write_text(json.dumps(report, indent=1))
+    if not args.break_even:
+        plot(results, args.out / "kernels.png")
+    print(f"wrote {args.out / name}")
+
+
+if __name__ == "__main__":
+    main()
