@@ -2,18 +2,21 @@
 
     python benchmarks/bench_kernels.py                    # widths 256 and 1024, the plot
     python benchmarks/bench_kernels.py --break-even       # densities x layer shapes of SB3 MLPs
+    python benchmarks/bench_kernels.py --crossover        # which forward kernel from how many rows
 
 One process, one torch thread. Each round times the dense layer and the sparse one back to back,
 in an order that alternates between rounds, so that machine noise hits both alike; a sample is
 the mean of enough calls to last about ``--sample-ms``. The report gives, per case, the median
 time of each and, as the main figure, the median over rounds of dense time / sparse time (the
-speedup) with its quartiles. Two measures: forward + backward (gradients for x, weight, bias)
-at batch 256, and forward without autograd at batch 1 (SB3's ``predict``). Two sparse paths:
-``kernel`` forces the sparse kernels at every density; ``auto`` is what ``sparse_linear``
-chooses (dense above ``DENSE_ABOVE_DENSITY``).
+speedup) with its quartiles, and the ratio of the fastest samples (``speedup_of_fastest``): on a
+loaded machine the better estimate of what each costs when it has a core. Two measures: forward
++ backward (gradients for x, weight, bias) at batch 256, and forward without autograd at batch 1
+(SB3's ``predict``). Two sparse paths: ``kernel`` forces the sparse kernels at every density;
+``auto`` is what ``sparse_linear`` chooses (dense above ``DENSE_ABOVE_DENSITY``).
 
 The default run writes ``kernels.json`` and ``kernels.png`` (speedup vs sparsity, one line per
-width) to ``--out``; ``--break-even`` writes ``break_even.json``.
+width) to ``--out``; ``--break-even`` writes ``break_even.json``, ``--crossover``
+``crossover.json``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ WIDTHS = (256, 1024)
 # hidden layers, the action (6) and Q-value (1) outputs, and wide networks.
 BREAK_EVEN_SHAPES = ((256, 17), (256, 23), (256, 256), (6, 256), (1, 256), (1024, 1024), (1024, 17))
 BREAK_EVEN_DENSITIES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+CROSSOVER_ROWS = (1, 8, 16, 32, 64, 128, 256)
 
 
 def calls_per_sample(fn: Callable[[], None], sample_s: float) -> int:
@@ -101,23 +105,36 @@ def layer_case(shape: tuple[int, int], density: float, seed: int = 0) -> dict[st
     return calls
 
 
-def measure(shape: tuple[int, int], density: float, rounds: int, sample_s: float) -> dict[str, dict[str, float]]:
-    """Per measure (train, act) and path (kernel, auto): median times and the speedup's quartiles."""
-    times = interleaved(layer_case(shape, density), rounds, sample_s)
+def summarise(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Each ``group/variant`` against its group's first variant (the reference): times and speedups."""
     result: dict[str, dict[str, float]] = {}
-    for measure_name in ("train", "act"):
-        dense = times[f"{measure_name}/dense"]
-        for path in ("kernel", "auto"):
-            sparse = times[f"{measure_name}/{path}"]
-            q1, med, q3 = quartiles([d / s for d, s in zip(dense, sparse)])
-            result[f"{measure_name}/{path}"] = {
-                "dense_us": statistics.median(dense) * 1e6,
-                "sparse_us": statistics.median(sparse) * 1e6,
-                "speedup": med,
-                "speedup_q1": q1,
-                "speedup_q3": q3,
-            }
+    references: dict[str, list[float]] = {}
+    for name, samples in times.items():
+        group = name.split("/")[0]
+        if group not in references:
+            references[group] = samples
+            continue
+        reference = references[group]
+        q1, med, q3 = quartiles([r / s for r, s in zip(reference, samples, strict=True)])
+        result[name] = {
+            "reference_us": statistics.median(reference) * 1e6,
+            "us": statistics.median(samples) * 1e6,
+            "speedup": med,
+            "speedup_q1": q1,
+            "speedup_q3": q3,
+            "speedup_of_fastest": min(reference) / min(samples),
+        }
     return result
+
+
+def crossover_case(shape: tuple[int, int], density: float, rows: int) -> dict[str, Callable[[], None]]:
+    """The forward product ``W @ x.T`` with MKL's kernel (the reference) and PyTorch's vectorised one."""
+    out, inp = shape
+    nnz = max(1, round(out * inp * density))
+    positions = torch.randperm(out * inp, generator=torch.Generator().manual_seed(0))[:nnz].sort().values
+    csr = SparseIndex(positions.to(torch.int32), shape, path="sparse").csr(torch.randn(nnz))
+    x_t = torch.randn(inp, rows)
+    return {"forward/mkl": lambda: torch.sparse.mm(csr, x_t), "forward/vectorised": lambda: torch.sparse.mm(csr, x_t, "sum")}
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -128,14 +145,15 @@ def plot(results: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     titles = {"train": "forward + backward, batch 256", "act": "forward, batch 1 (predict)"}
-    for ax, measure_name in zip(axes, ("train", "act")):
-        for width, color in zip(WIDTHS, ("tab:blue", "tab:orange")):
+    for ax, measure_name in zip(axes, ("train", "act"), strict=True):
+        for width, color in zip(WIDTHS, ("tab:blue", "tab:orange"), strict=True):
             rows = [r for r in results if r["width"] == width]
             xs = [100 * r["sparsity"] for r in rows]
             for path, style in (("kernel", "-o"), ("auto", ":s")):
                 stats = [r[f"{measure_name}/{path}"] for r in rows]
                 ys = [s["speedup"] for s in stats]
-                err = [[y - s["speedup_q1"] for y, s in zip(ys, stats)], [s["speedup_q3"] - y for y, s in zip(ys, stats)]]
+                err = [[y - s["speedup_q1"] for y, s in zip(ys, stats, strict=True)]]
+                err.append([s["speedup_q3"] - y for y, s in zip(ys, stats, strict=True)])
                 label = f"{width}x{width}, " + ("sparse kernels" if path == "kernel" else "auto (dense when dense)")
                 ax.errorbar(xs, ys, yerr=err, fmt=style, color=color, label=label, capsize=2, markersize=4)
         ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
@@ -164,35 +182,43 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/kernels"))
     parser.add_argument("--rounds", type=int, default=30, help="interleaved samples per case (default 30)")
     parser.add_argument("--sample-ms", type=float, default=2.0, help="duration of one sample (default 2 ms)")
-    parser.add_argument("--break-even", action="store_true", help="densities x SB3 layer shapes instead of the plot grid")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--break-even", action="store_true", help="densities x SB3 layer shapes instead of the plot grid")
+    mode.add_argument("--crossover", action="store_true", help="MKL's vs the vectorised forward product by batch size")
     args = parser.parse_args()
     if args.rounds < 4:
         parser.error(f"--rounds must be at least 4 (quartiles), got {args.rounds}")
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    cases = (
-        [(shape, d) for shape in BREAK_EVEN_SHAPES for d in BREAK_EVEN_DENSITIES]
-        if args.break_even
-        else [((w, w), round(1 - s, 4)) for w in WIDTHS for s in SPARSITIES]
+    if args.crossover:
+        cases = [((w, w), 0.1, rows) for w in WIDTHS for rows in CROSSOVER_ROWS]
+        name = "crossover.json"
+    elif args.break_even:
+        cases = [(shape, d, 256) for shape in BREAK_EVEN_SHAPES for d in BREAK_EVEN_DENSITIES]
+        name = "break_even.json"
+    else:
+        cases = [((w, w), round(1 - s, 4), 256) for w in WIDTHS for s in SPARSITIES]
+        name = "kernels.json"
+    print(
+        f"{'shape':>10} {'sparsity':>8} {'rows':>4} | {'measure':>18} {'ref us':>9} {'us':>9} {'speedup':>7} (q1-q3) fastest"
     )
-    print(f"{'shape':>10} {'sparsity':>8} | {'measure':>13} {'dense us':>9} {'sparse us':>9} {'speedup':>7} (q1-q3)")
     results = []
-    for shape, density in cases:
-        stats = measure(shape, density, args.rounds, args.sample_ms / 1e3)
-        for name, s in stats.items():
+    for shape, density, rows in cases:
+        calls = crossover_case(shape, density, rows) if args.crossover else layer_case(shape, density)
+        stats = summarise(interleaved(calls, args.rounds, args.sample_ms / 1e3))
+        for key, s in stats.items():
             quart = f"({s['speedup_q1']:.2f}-{s['speedup_q3']:.2f})"
-            shape_s = f"{shape[0]}x{shape[1]}"
-            row = f"{shape_s:>10} {1 - density:8.2f} | {name:>13} {s['dense_us']:9.1f} {s['sparse_us']:9.1f} {s['speedup']:7.2f} {quart}"
-            print(row, flush=True)
-        results.append({"shape": list(shape), "width": shape[0], "sparsity": round(1 - density, 4), **stats})
+            case = f"{shape[0]}x{shape[1]:<5} {1 - density:8.2f} {rows:4d}"
+            speedups = f"{s['speedup']:7.2f} {quart} {s['speedup_of_fastest']:.2f}"
+            print(f"{case:>10} | {key:>18} {s['reference_us']:9.1f} {s['us']:9.1f} {speedups}", flush=True)
+        results.append({"shape": list(shape), "width": shape[0], "sparsity": round(1 - density, 4), "rows": rows, **stats})
     report = {
         "command": "python benchmarks/bench_kernels.py " + " ".join(sys.argv[1:]),
         "machine": machine(),
         "results": results,
     }
-    name = "break_even.json" if args.break_even else "kernels.json"
     (args.out / name).write_text(json.dumps(report, indent=1))
-    if not args.break_even:
+    if name == "kernels.json":
         plot(results, args.out / "kernels.png")
     print(f"wrote {args.out / name}")
 

@@ -59,9 +59,9 @@ def check_against_reference(index: SparseIndex, lead: tuple[int, ...], dtype: to
 @pytest.mark.parametrize(
     ("shape", "density"), [((256, 17), 0.1), ((6, 256), 0.05), ((64, 64), 0.02), ((1, 40), 0.2), ((33, 70), 0.5)]
 )
-@pytest.mark.parametrize("lead", [(1,), (5,), (100,), (3, 30), (1, 1)])
+@pytest.mark.parametrize("lead", [(), (1,), (5,), (100,), (3, 30), (1, 1)])
 def test_sparse_kernels_match_dense_reference(dtype, shape, density, lead):
-    # 1 row: matrix-vector; 5: MKL's product; 100 and 3x30: the vectorised one (>= 64 rows).
+    # One row: matrix-vector without autograd; 5: MKL's product; 100 and 3x30: the vectorised one (>= 64 rows).
     check_against_reference(SparseIndex(random_positions(shape, density, seed=3), shape, path="sparse"), lead, dtype)
 
 
@@ -82,16 +82,20 @@ def test_edge_topologies(dtype, lead):
 
 
 def test_auto_path_and_fallbacks_match_reference():
-    dense_layer = SparseIndex(random_positions((30, 40), 0.6, seed=0), (30, 40))
-    sparse_layer = SparseIndex(random_positions((30, 40), 0.1, seed=0), (30, 40))
-    assert dense_layer.dense and not sparse_layer.dense
-    assert SparseIndex(sparse_layer.positions, (30, 40), path="dense").dense
-    for index in (dense_layer, sparse_layer):
-        check_against_reference(index, (9,), torch.float64)
-    x, values, b = inputs(sparse_layer, (0,), torch.float32, seed=0)  # an empty batch
-    assert sparse_linear(x, values, sparse_layer, b).shape == (0, 30)
-    x, values, b = (t.detach().to(torch.bfloat16) for t in inputs(sparse_layer, (4,), torch.float32, seed=0))
-    torch.testing.assert_close(sparse_linear(x, values, sparse_layer, b), F.linear(x, dense_weight(values, sparse_layer), b))
+    big = (300, 200)
+    too_dense = SparseIndex(random_positions(big, 0.6, seed=0), big)
+    too_small = SparseIndex(random_positions((30, 40), 0.1, seed=0), (30, 40))
+    sparse = SparseIndex(random_positions(big, 0.1, seed=0), big)
+    forced_dense = SparseIndex(sparse.positions, big, path="dense")
+    assert too_dense.dense and too_small.dense and not sparse.dense
+    assert forced_dense.dense and not forced_dense.kernels and sparse.kernels
+    for index in (too_dense, too_small, sparse, forced_dense):
+        for lead in ((1,), (9,), (2, 40)):
+            check_against_reference(index, lead, torch.float64)
+    x, values, b = inputs(sparse, (0,), torch.float32, seed=0)  # an empty batch
+    assert sparse_linear(x, values, sparse, b).shape == (0, 300)
+    x, values, b = (t.detach().to(torch.bfloat16) for t in inputs(sparse, (4,), torch.float32, seed=0))
+    torch.testing.assert_close(sparse_linear(x, values, sparse, b), F.linear(x, dense_weight(values, sparse), b))
 
 
 def test_gradcheck():

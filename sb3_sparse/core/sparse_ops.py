@@ -30,9 +30,11 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-#: A layer with more than this fraction of its connections active runs dense: measured
-#: break-even of the sparse kernels against ``nn.Linear`` (forward + backward, batch 256).
-DENSE_ABOVE_DENSITY = 0.2
+#: Measured break-even of the sparse kernels against ``nn.Linear`` (forward + backward, batch
+#: 256): a layer with more active connections than this fraction, or with fewer weights than
+#: ``MIN_SPARSE_WEIGHTS`` (where the fixed cost per call dominates), trains dense.
+DENSE_ABOVE_DENSITY = 0.15
+MIN_SPARSE_WEIGHTS = 32768
 #: From this many rows of ``x`` on the vectorised CSR kernel beats MKL's (measured).
 _REDUCE_MIN_ROWS = 64
 _SPARSE_DTYPES = (torch.float32, torch.float64)
@@ -58,9 +60,11 @@ class SparseIndex:
     :param positions: sorted flat row-major positions ``row * in_features + col`` of the active
         connections (int32, 1-D, strictly increasing, in ``[0, out_features * in_features)``).
     :param shape: ``(out_features, in_features)``, both positive.
-    :param path: ``"auto"`` (dense above ``DENSE_ABOVE_DENSITY`` or off the CPU, else sparse),
-        ``"sparse"`` (the sparse kernels on the CPU at any density; for tests and benchmarks)
-        or ``"dense"``.
+    :param path: ``"auto"``: batches through the sparse kernels where they pay (density at most
+        ``DENSE_ABOVE_DENSITY`` and at least ``MIN_SPARSE_WEIGHTS`` weights), else dense, and a
+        single input row without autograd (acting) always through a CSR matrix-vector product;
+        ``"sparse"``: the sparse kernels for everything (tests, benchmarks); ``"dense"``:
+        ``F.linear`` with :func:`dense_weight` for everything. Positions off the CPU: dense.
     """
 
     def __init__(self, positions: torch.Tensor, shape: tuple[int, int], *, path: str = "auto") -> None:
@@ -83,11 +87,13 @@ class SparseIndex:
         ):
             raise ValueError(f"positions must be strictly increasing and lie in [0, {out * inp}) for shape {self.shape}")
         self.density = nnz / (out * inp)
-        #: Whether :func:`sparse_linear` computes this layer densely (see ``DENSE_ABOVE_DENSITY``).
-        on_cpu = positions.device.type == "cpu"
-        self.dense = path == "dense" or not on_cpu or (path == "auto" and self.density > DENSE_ABOVE_DENSITY)
+        #: Whether the CSR kernels exist for this index (positions on the CPU, path not "dense").
+        self.kernels = positions.device.type == "cpu" and path != "dense"
+        small_or_dense = self.density > DENSE_ABOVE_DENSITY or out * inp < MIN_SPARSE_WEIGHTS
+        #: Whether batches (and anything under autograd) take the dense path.
+        self.dense = not self.kernels or (path == "auto" and small_or_dense)
         self._csr: tuple[torch.Tensor, int, torch.Tensor] | None = None
-        if self.dense:
+        if not self.kernels:
             return
         rows, cols = self.long_positions // inp, self.long_positions % inp
         self.crow, self.col = _compressed(rows, cols, out)
@@ -167,15 +173,16 @@ class _SparseLinearFunction(torch.autograd.Function):
 def dense_weight(values: torch.Tensor, index: SparseIndex) -> torch.Tensor:
     """The dense ``(out, in)`` weight (absent entries exactly 0), differentiable in ``values``."""
     out, inp = index.shape
-    flat = values.new_zeros(out * inp).index_put((index.long_positions,), values)
-    return flat.view(out, inp)
+    positions = index.long_positions.to(values.device)  # no copy when already there
+    # scatter rather than index_put: several times faster on the CPU, the same values.
+    return values.new_zeros(out * inp).scatter(0, positions, values).view(out, inp)
 
 
 def sparse_linear(x: torch.Tensor, values: torch.Tensor, index: SparseIndex, bias: torch.Tensor | None) -> torch.Tensor:
     """``x @ W.T + bias`` for the sparse ``W`` given by ``values`` at ``index``; ``x`` is ``(..., in)``.
 
     Differentiable in ``x``, ``values`` and ``bias``; only the gradients autograd asks for are
-    computed.
+    computed. The path (sparse kernels or dense) follows ``index`` (see :class:`SparseIndex`).
     """
     out, inp = index.shape
     if x.shape[-1:] != (inp,):
@@ -184,15 +191,17 @@ def sparse_linear(x: torch.Tensor, values: torch.Tensor, index: SparseIndex, bia
         raise ValueError(f"values must have shape ({index.positions.numel()},) like the index, got {tuple(values.shape)}")
     if values.dtype != x.dtype:
         raise ValueError(f"values and x must have the same dtype, got {values.dtype} and {x.dtype}")
-    if index.dense or not x.is_cpu or x.dtype not in _SPARSE_DTYPES or x.numel() == 0:
+    if not index.kernels or not x.is_cpu or x.dtype not in _SPARSE_DTYPES or x.numel() == 0:
         return F.linear(x, dense_weight(values, index), bias)
-    out_shape = (*x.shape[:-1], out)
-    if torch.is_grad_enabled() and (x.requires_grad or values.requires_grad or (bias is not None and bias.requires_grad)):
-        return _SparseLinearFunction.apply(x.reshape(-1, inp), values, index, bias).view(out_shape)
-    if x.numel() == inp:
-        # Acting (SB3's predict): one matrix-vector product, the fewest calls per layer.
-        csr, x_1d = index.csr(values), x.reshape(inp)
+    grad = torch.is_grad_enabled() and (x.requires_grad or values.requires_grad or (bias is not None and bias.requires_grad))
+    if not grad and x.numel() == inp:
+        # Acting (SB3's predict): one CSR matrix-vector product, at any density far cheaper than
+        # building the dense weight, and as few calls as possible around it.
+        csr, x_1d = index.csr(values), x[0] if x.dim() == 2 else x.reshape(inp)
         y = torch.mv(csr, x_1d) if bias is None else torch.addmv(bias, csr, x_1d)
-    else:
-        y = _forward(x.reshape(-1, inp), values, index, bias)[0]
-    return y.view(out_shape)
+        return y.unsqueeze(0) if x.dim() == 2 else y.view(*x.shape[:-1], out)
+    if index.dense:
+        return F.linear(x, dense_weight(values, index), bias)
+    x_2d = x.reshape(-1, inp)
+    y = _SparseLinearFunction.apply(x_2d, values, index, bias) if grad else _forward(x_2d, values, index, bias)[0]
+    return y.view(*x.shape[:-1], out)
