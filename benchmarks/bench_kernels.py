@@ -12,7 +12,8 @@ speedup) with its quartiles, and the ratio of the fastest samples (``speedup_of_
 loaded machine the better estimate of what each costs when it has a core. Two measures: forward
 + backward (gradients for x, weight, bias) at batch 256, and forward without autograd at batch 1
 (SB3's ``predict``). Two sparse paths: ``kernel`` forces the sparse kernels at every density;
-``auto`` is what ``sparse_linear`` chooses (dense above ``DENSE_ABOVE_DENSITY``).
+``auto`` is what ``sparse_linear`` chooses (see ``SparseIndex``: dense above
+``DENSE_ABOVE_DENSITY`` or below ``MIN_SPARSE_WEIGHTS``; one row without autograd: CSR).
 
 The default run writes ``kernels.json`` and ``kernels.png`` (speedup vs sparsity, one line per
 width) to ``--out``; ``--break-even`` writes ``break_even.json``, ``--crossover``
@@ -39,8 +40,8 @@ from sb3_sparse.core.sparse_ops import SparseIndex, sparse_linear
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 WIDTHS = (256, 1024)
 # Layer shapes (out, in) of SB3 MLPs: HalfCheetah's actor input (17) and critic input (17 + 6),
-# hidden layers, the action (6) and Q-value (1) outputs, and wide networks.
-BREAK_EVEN_SHAPES = ((256, 17), (256, 23), (256, 256), (6, 256), (1, 256), (1024, 1024), (1024, 17))
+# hidden layers, the action (6) and Q-value (1) outputs, wide networks, and sizes in between.
+BREAK_EVEN_SHAPES = ((256, 17), (256, 23), (256, 256), (6, 256), (1, 256), (1024, 1024), (1024, 17), (256, 64), (256, 128))
 BREAK_EVEN_DENSITIES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 CROSSOVER_ROWS = (1, 8, 16, 32, 64, 128, 256)
 
@@ -154,7 +155,7 @@ def plot(results: list[dict], path: Path) -> None:
                 ys = [s["speedup"] for s in stats]
                 err = [[y - s["speedup_q1"] for y, s in zip(ys, stats, strict=True)]]
                 err.append([s["speedup_q3"] - y for y, s in zip(ys, stats, strict=True)])
-                label = f"{width}x{width}, " + ("sparse kernels" if path == "kernel" else "auto (dense when dense)")
+                label = f"{width}x{width}, " + ("sparse kernels" if path == "kernel" else "auto (as sparse_linear chooses)")
                 ax.errorbar(xs, ys, yerr=err, fmt=style, color=color, label=label, capsize=2, markersize=4)
         ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
         ax.set_yscale("log")
@@ -174,6 +175,7 @@ def machine() -> dict[str, object]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "dense_above_density": sparse_ops.DENSE_ABOVE_DENSITY,
+        "min_sparse_weights": sparse_ops.MIN_SPARSE_WEIGHTS,
     }
 
 
