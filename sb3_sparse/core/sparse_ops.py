@@ -36,7 +36,7 @@ import torch.nn.functional as F
 DENSE_ABOVE_DENSITY = 0.15
 MIN_SPARSE_WEIGHTS = 32768
 #: From this many rows of ``x`` on the vectorised CSR kernel beats MKL's (measured).
-_REDUCE_MIN_ROWS = 64
+_REDUCE_MIN_ROWS = 128
 _SPARSE_DTYPES = (torch.float32, torch.float64)
 PATHS = ("auto", "sparse", "dense")
 
@@ -93,6 +93,7 @@ class SparseIndex:
         #: Whether batches (and anything under autograd) take the dense path.
         self.dense = not self.kernels or (path == "auto" and small_or_dense)
         self._csr: tuple[torch.Tensor, int, torch.Tensor] | None = None
+        self._zeros: dict[torch.dtype, torch.Tensor] = {}
         if not self.kernels:
             return
         rows, cols = self.long_positions // inp, self.long_positions % inp
@@ -100,6 +101,13 @@ class SparseIndex:
         # W.T as CSR: the entries re-sorted by (col, row); the keys are unique, so the order is too.
         self.transpose_perm = torch.argsort(cols * out + rows)
         self.ccol, self.row = _compressed(cols[self.transpose_perm], rows[self.transpose_perm], inp)
+
+    def zeros_csr(self, dtype: torch.dtype) -> torch.Tensor:
+        """``W``'s pattern with zero values, the sampling mask of the SDDMM (kept per dtype; read only)."""
+        if dtype not in self._zeros:
+            zeros = torch.zeros(self.positions.numel(), dtype=dtype)
+            self._zeros[dtype] = torch.sparse_csr_tensor(self.crow, self.col, zeros, self.shape, check_invariants=False)
+        return self._zeros[dtype]
 
     def csr(self, values: torch.Tensor) -> torch.Tensor:
         """``W`` as a CSR tensor that shares ``values``' memory (never autograd-tracked).
@@ -117,7 +125,9 @@ class SparseIndex:
     def csr_transposed(self, values: torch.Tensor) -> torch.Tensor:
         """``W.T`` as a CSR tensor (the CSC form of ``W``) holding ``values`` permuted."""
         shape = (self.shape[1], self.shape[0])
-        return torch.sparse_csr_tensor(self.ccol, self.row, values[self.transpose_perm], shape, check_invariants=False)
+        return torch.sparse_csr_tensor(
+            self.ccol, self.row, values.index_select(0, self.transpose_perm), shape, check_invariants=False
+        )
 
 
 def _times(csr: torch.Tensor, rhs: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -161,10 +171,7 @@ class _SparseLinearFunction(torch.autograd.Function):
             grad_x = _times(index.csr_transposed(values), grad_y_t).T
         if ctx.needs_input_grad[1]:
             # beta=0 still multiplies the input's values (0 * NaN = NaN): give it zeros.
-            zeros = torch.sparse_csr_tensor(
-                index.crow, index.col, grad_y.new_zeros(index.positions.numel()), index.shape, check_invariants=False
-            )
-            grad_values = torch.sparse.sampled_addmm(zeros, grad_y_t, x_t.T, beta=0).values()
+            grad_values = torch.sparse.sampled_addmm(index.zeros_csr(grad_y.dtype), grad_y_t, x_t.T, beta=0).values()
         if ctx.needs_input_grad[3]:
             grad_bias = grad_y.sum(0)
         return grad_x, grad_values, None, grad_bias
