@@ -12,8 +12,8 @@ speedup) with its quartiles, and the ratio of the fastest samples (``speedup_of_
 loaded machine the better estimate of what each costs when it has a core. Two measures: forward
 + backward (gradients for x, weight, bias) at batch 256, and forward without autograd at batch 1
 (SB3's ``predict``). Two sparse paths: ``kernel`` forces the sparse kernels at every density;
-``auto`` is what ``sparse_linear`` chooses (see ``SparseIndex``: dense above
-``DENSE_ABOVE_DENSITY`` or below ``MIN_SPARSE_WEIGHTS``; one row without autograd: CSR).
+``auto`` is what ``sparse_linear`` chooses (see ``SparseIndex``: dense where
+``sparse_kernels_pay`` says no; one row without autograd: CSR).
 
 The default run writes ``kernels.json`` and ``kernels.png`` (speedup vs sparsity, one line per
 width) to ``--out``; ``--break-even`` writes ``break_even.json``, ``--crossover``
@@ -174,8 +174,8 @@ def machine() -> dict[str, object]:
         "processor": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "dense_above_density": sparse_ops.DENSE_ABOVE_DENSITY,
-        "min_sparse_weights": sparse_ops.MIN_SPARSE_WEIGHTS,
+        "sparse_cost_per_entry": sparse_ops.SPARSE_COST_PER_ENTRY,
+        "sparse_fixed_cost": sparse_ops.SPARSE_FIXED_COST,
     }
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sb3_sparse.core.sparse_ops import SparseIndex, dense_weight, sparse_linear
+from sb3_sparse.core.sparse_ops import SparseIndex, dense_weight, sparse_kernels_pay, sparse_linear
 
 TOLERANCE = {torch.float64: {"rtol": 1e-10, "atol": 1e-10}, torch.float32: {"rtol": 1e-5, "atol": 1e-5}}
 
@@ -96,6 +96,14 @@ def test_auto_path_and_fallbacks_match_reference():
     assert sparse_linear(x, values, sparse, b).shape == (0, 300)
     x, values, b = (t.detach().to(torch.bfloat16) for t in inputs(sparse, (4,), torch.float32, seed=0))
     torch.testing.assert_close(sparse_linear(x, values, sparse, b), F.linear(x, dense_weight(values, sparse), b))
+
+
+def test_cost_model_break_even():
+    # Wide layers gain from high sparsity on, small ones never (benchmarks/bench_kernels.py --break-even).
+    assert sparse_kernels_pay(round(0.1 * 1024 * 1024), (1024, 1024))
+    assert not sparse_kernels_pay(round(0.5 * 1024 * 1024), (1024, 1024))
+    assert sparse_kernels_pay(round(0.05 * 256 * 256), (256, 256))
+    assert not sparse_kernels_pay(1, (256, 17))
 
 
 def test_gradcheck():

@@ -15,12 +15,13 @@ Kernels (chosen by ``benchmarks/bench_kernels.py``, CPU, one thread):
   as CSR, values permuted by a cached permutation);
 - ``grad_values``: ``torch.sparse.sampled_addmm`` (SDDMM) of ``grad_y.T @ x`` at the active
   entries only, one dot product over the batch per entry;
-- ``grad_bias = grad_y.sum(0)``.
+- ``grad_bias = grad_y.sum(0)``;
+- one input row without autograd (acting): a CSR matrix-vector product (``torch.addmv``).
 
-A layer denser than ``DENSE_ABOVE_DENSITY``, a tensor not on the CPU (no CUDA kernel is
-maintained here: cuSPARSE is launch-bound at these sizes), a dtype other than float32/float64
-and an empty batch take the dense path: ``F.linear`` with :func:`dense_weight`, the same
-result to rounding.
+The dense path, ``F.linear`` with :func:`dense_weight` (the same result to rounding), takes a
+batch where the sparse kernels do not pay (:func:`sparse_kernels_pay`: too dense or too
+small), tensors off the CPU (the sparse kernels were not measured on a GPU, so CUDA runs
+dense), dtypes other than float32/float64, and empty batches.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-#: Measured break-even of the sparse kernels against ``nn.Linear`` (forward + backward, batch
-#: 256): a layer with more active connections than this fraction, or with fewer weights than
-#: ``MIN_SPARSE_WEIGHTS`` (where the fixed cost per call dominates), trains dense.
-DENSE_ABOVE_DENSITY = 0.15
-MIN_SPARSE_WEIGHTS = 32768
+#: Cost model of the sparse kernels against ``nn.Linear`` (forward + backward, batch 256), in
+#: units of one dense weight: each active entry costs ``SPARSE_COST_PER_ENTRY``, each call
+#: ``SPARSE_FIXED_COST`` more (transposes, extra calls). Fitted to ``bench_kernels.py
+#: --break-even``: break-even near 80% sparsity at 1024x1024 and 85-90% at 256x256; layers of
+#: fewer than about 20k weights never gain.
+SPARSE_COST_PER_ENTRY = 5
+SPARSE_FIXED_COST = 16384
 #: From this many rows of ``x`` on the vectorised CSR kernel beats MKL's (measured).
 _REDUCE_MIN_ROWS = 128
 _SPARSE_DTYPES = (torch.float32, torch.float64)
@@ -45,6 +48,11 @@ with warnings.catch_warnings():
     # instead of in the middle of a user's training run.
     warnings.simplefilter("ignore")
     torch.sparse_csr_tensor(torch.zeros(2, dtype=torch.int32), torch.zeros(0, dtype=torch.int32), torch.zeros(0), (1, 1))
+
+
+def sparse_kernels_pay(nnz: int, shape: tuple[int, int]) -> bool:
+    """Whether a layer of ``shape`` with ``nnz`` active entries trains faster on the sparse kernels."""
+    return SPARSE_COST_PER_ENTRY * nnz + SPARSE_FIXED_COST < shape[0] * shape[1]
 
 
 def _compressed(major: torch.Tensor, minor: torch.Tensor, n_major: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,11 +68,11 @@ class SparseIndex:
     :param positions: sorted flat row-major positions ``row * in_features + col`` of the active
         connections (int32, 1-D, strictly increasing, in ``[0, out_features * in_features)``).
     :param shape: ``(out_features, in_features)``, both positive.
-    :param path: ``"auto"``: batches through the sparse kernels where they pay (density at most
-        ``DENSE_ABOVE_DENSITY`` and at least ``MIN_SPARSE_WEIGHTS`` weights), else dense, and a
-        single input row without autograd (acting) always through a CSR matrix-vector product;
-        ``"sparse"``: the sparse kernels for everything (tests, benchmarks); ``"dense"``:
-        ``F.linear`` with :func:`dense_weight` for everything. Positions off the CPU: dense.
+    :param path: ``"auto"``: batches through the sparse kernels where they pay
+        (:func:`sparse_kernels_pay`), else dense; a single input row without autograd (acting)
+        always through a CSR matrix-vector product. ``"sparse"``: the sparse kernels for
+        everything (tests, benchmarks). ``"dense"``: ``F.linear`` with :func:`dense_weight` for
+        everything. Positions off the CPU: dense.
     """
 
     def __init__(self, positions: torch.Tensor, shape: tuple[int, int], *, path: str = "auto") -> None:
@@ -89,9 +97,8 @@ class SparseIndex:
         self.density = nnz / (out * inp)
         #: Whether the CSR kernels exist for this index (positions on the CPU, path not "dense").
         self.kernels = positions.device.type == "cpu" and path != "dense"
-        small_or_dense = self.density > DENSE_ABOVE_DENSITY or out * inp < MIN_SPARSE_WEIGHTS
         #: Whether batches (and anything under autograd) take the dense path.
-        self.dense = not self.kernels or (path == "auto" and small_or_dense)
+        self.dense = not self.kernels or (path == "auto" and not sparse_kernels_pay(nnz, self.shape))
         self._csr: tuple[torch.Tensor, int, torch.Tensor] | None = None
         self._zeros: dict[torch.dtype, torch.Tensor] = {}
         if not self.kernels:
