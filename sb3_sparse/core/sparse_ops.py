@@ -86,12 +86,12 @@ class SparseIndex:
             raise ValueError(f"positions must be a 1-D int32 tensor, got {got}")
         self.positions = positions
         self.shape = (out, inp)
-        self.long_positions = positions.long()
+        long_positions = positions.long()
         nnz = positions.numel()
         if nnz and (
-            int(self.long_positions[0]) < 0
-            or int(self.long_positions[-1]) >= out * inp
-            or bool((self.long_positions[1:] <= self.long_positions[:-1]).any())
+            int(long_positions[0]) < 0
+            or int(long_positions[-1]) >= out * inp
+            or bool((long_positions[1:] <= long_positions[:-1]).any())
         ):
             raise ValueError(f"positions must be strictly increasing and lie in [0, {out * inp}) for shape {self.shape}")
         self.density = nnz / (out * inp)
@@ -101,13 +101,22 @@ class SparseIndex:
         self.dense = not self.kernels or (path == "auto" and not sparse_kernels_pay(nnz, self.shape))
         self._csr: tuple[torch.Tensor, int, torch.Tensor] | None = None
         self._zeros: dict[torch.dtype, torch.Tensor] = {}
+        # Memory per active entry, beyond the caller's positions: int64 positions where batches
+        # run dense (dense_weight's scatter on every call), int32 CSR/CSC arrays where kernels run.
+        self._long_positions = long_positions if self.dense else None
         if not self.kernels:
             return
-        rows, cols = self.long_positions // inp, self.long_positions % inp
+        rows, cols = long_positions // inp, long_positions % inp
         self.crow, self.col = _compressed(rows, cols, out)
         # W.T as CSR: the entries re-sorted by (col, row); the keys are unique, so the order is too.
-        self.transpose_perm = torch.argsort(cols * out + rows)
-        self.ccol, self.row = _compressed(cols[self.transpose_perm], rows[self.transpose_perm], inp)
+        transpose_perm = torch.argsort(cols * out + rows)
+        self.ccol, self.row = _compressed(cols[transpose_perm], rows[transpose_perm], inp)
+        self.transpose_perm = transpose_perm.to(torch.int32)
+
+    @property
+    def long_positions(self) -> torch.Tensor:
+        """The positions as int64 (what indexing takes); kept only where batches run dense."""
+        return self._long_positions if self._long_positions is not None else self.positions.long()
 
     def zeros_csr(self, dtype: torch.dtype) -> torch.Tensor:
         """``W``'s pattern with zero values, the sampling mask of the SDDMM (kept per dtype; read only)."""
