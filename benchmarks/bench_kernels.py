@@ -16,8 +16,8 @@ loaded machine the better estimate of what each costs when it has a core. Two me
 ``sparse_kernels_pay`` says no; one row without autograd: CSR).
 
 The default run writes ``kernels.json`` and ``kernels.png`` (speedup vs sparsity, one line per
-width) to ``--out``; ``--break-even`` writes ``break_even.json``, ``--crossover``
-``crossover.json``.
+width) to ``--out``; ``--break-even`` writes ``kernels_break_even.json``, ``--crossover``
+``kernels_crossover.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import json
 import math
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -150,12 +151,15 @@ def plot(results: list[dict], path: Path) -> None:
         for width, color in zip(WIDTHS, ("tab:blue", "tab:orange"), strict=True):
             rows = [r for r in results if r["width"] == width]
             xs = [100 * r["sparsity"] for r in rows]
-            for path, style in (("kernel", "-o"), ("auto", ":s")):
-                stats = [r[f"{measure_name}/{path}"] for r in rows]
+            # One row without autograd takes the CSR matrix-vector product on both paths.
+            variants = (("kernel", "-o"), ("auto", ":s")) if measure_name == "train" else (("kernel", "-o"),)
+            for variant, style in variants:
+                stats = [r[f"{measure_name}/{variant}"] for r in rows]
                 ys = [s["speedup"] for s in stats]
                 err = [[y - s["speedup_q1"] for y, s in zip(ys, stats, strict=True)]]
                 err.append([s["speedup_q3"] - y for y, s in zip(ys, stats, strict=True)])
-                label = f"{width}x{width}, " + ("sparse kernels" if path == "kernel" else "auto (as sparse_linear chooses)")
+                labels = {"kernel": "sparse kernels", "auto": "auto (as sparse_linear chooses)"}
+                label = f"{width}x{width}, {labels[variant]}"
                 ax.errorbar(xs, ys, yerr=err, fmt=style, color=color, label=label, capsize=2, markersize=4)
         ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
         ax.set_yscale("log")
@@ -163,13 +167,16 @@ def plot(results: list[dict], path: Path) -> None:
         ax.set_title(titles[measure_name])
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("speedup vs dense nn.Linear (median, quartiles)")
-    axes[0].legend(fontsize=8)
+    for ax in axes:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
 def machine() -> dict[str, object]:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout
     return {
+        "commit": commit.strip(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "torch": torch.__version__,
@@ -194,10 +201,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.crossover:
         cases = [((w, w), 0.1, rows) for w in WIDTHS for rows in CROSSOVER_ROWS]
-        name = "crossover.json"
+        name = "kernels_crossover.json"
     elif args.break_even:
         cases = [(shape, d, 256) for shape in BREAK_EVEN_SHAPES for d in BREAK_EVEN_DENSITIES]
-        name = "break_even.json"
+        name = "kernels_break_even.json"
     else:
         cases = [((w, w), round(1 - s, 4), 256) for w in WIDTHS for s in SPARSITIES]
         name = "kernels.json"
