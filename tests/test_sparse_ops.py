@@ -103,7 +103,8 @@ def test_cost_model_break_even():
     assert sparse_kernels_pay(round(0.1 * 1024 * 1024), (1024, 1024))
     assert not sparse_kernels_pay(round(0.5 * 1024 * 1024), (1024, 1024))
     assert sparse_kernels_pay(round(0.05 * 256 * 256), (256, 256))
-    assert not sparse_kernels_pay(1, (256, 17))
+    assert not sparse_kernels_pay(round(0.2 * 256 * 256), (256, 256))
+    assert not sparse_kernels_pay(1, (256, 64))
 
 
 def test_gradcheck():

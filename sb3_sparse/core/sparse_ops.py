@@ -34,9 +34,9 @@ import torch.nn.functional as F
 #: Cost model of the sparse kernels against ``nn.Linear`` (forward + backward, batch 256), in
 #: units of one dense weight: each active entry costs ``SPARSE_COST_PER_ENTRY``, each call
 #: ``SPARSE_FIXED_COST`` more (transposes, extra calls). Fitted to ``bench_kernels.py
-#: --break-even``: break-even near 80% sparsity at 1024x1024 and 85-90% at 256x256; layers of
-#: fewer than about 20k weights never gain.
-SPARSE_COST_PER_ENTRY = 5
+#: --break-even`` (docs/backend/kernels_break_even.json): measured break-even near 76%
+#: sparsity at 1024x1024, 82% at 256x256, 87% at 256x128; 256x64 and smaller never gained.
+SPARSE_COST_PER_ENTRY = 4
 SPARSE_FIXED_COST = 16384
 #: From this many rows of ``x`` on the vectorised CSR kernel beats MKL's (measured).
 _REDUCE_MIN_ROWS = 128
