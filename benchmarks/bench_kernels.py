@@ -17,7 +17,7 @@ loaded machine the better estimate of what each costs when it has a core. Two me
 
 The default run writes ``kernels.json`` and ``kernels.png`` (speedup vs sparsity, one line per
 width) to ``--out``; ``--break-even`` writes ``kernels_break_even.json``, ``--crossover``
-``kernels_crossover.json``.
+``kernels_crossover.json``; ``--replot`` redraws ``kernels.png`` from ``kernels.json``.
 """
 
 from __future__ import annotations
@@ -144,6 +144,7 @@ def plot(results: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     titles = {"train": "forward + backward, batch 256", "act": "forward, batch 1 (predict)"}
@@ -163,6 +164,8 @@ def plot(results: list[dict], path: Path) -> None:
                 ax.errorbar(xs, ys, yerr=err, fmt=style, color=color, label=label, capsize=2, markersize=4)
         ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
         ax.set_xlabel("sparsity (%)")
         ax.set_title(titles[measure_name])
         ax.grid(True, which="both", alpha=0.3)
@@ -194,9 +197,13 @@ def main() -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--break-even", action="store_true", help="densities x SB3 layer shapes instead of the plot grid")
     mode.add_argument("--crossover", action="store_true", help="MKL's vs the vectorised forward product by batch size")
+    mode.add_argument("--replot", action="store_true", help="only redraw kernels.png from --out/kernels.json")
     args = parser.parse_args()
     if args.rounds < 4:
         parser.error(f"--rounds must be at least 4 (quartiles), got {args.rounds}")
+    if args.replot:
+        plot(json.loads((args.out / "kernels.json").read_text())["results"], args.out / "kernels.png")
+        return
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.crossover:
