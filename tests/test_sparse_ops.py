@@ -166,3 +166,32 @@ def test_bad_input_is_named():
         sparse_linear(torch.zeros(2, 4), torch.zeros(4), index, None)
     with pytest.raises(ValueError, match="same dtype"):
         sparse_linear(torch.zeros(2, 4), torch.zeros(3, dtype=torch.float64), index, None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_adam_training_matches_dense_reference(dtype):
+    """Steps of Adam through two sparse layers track the dense reference (in-place updates are seen)."""
+    shapes = ((300, 40), (200, 300))
+    indices = [SparseIndex(random_positions(shape, 0.1, seed=i), shape, path="sparse") for i, shape in enumerate(shapes)]
+    gen = torch.Generator().manual_seed(0)
+    init = [
+        (torch.randn(i.positions.numel(), generator=gen, dtype=dtype), torch.zeros(i.shape[0], dtype=dtype)) for i in indices
+    ]
+    x = torch.randn(160, 40, generator=gen, dtype=dtype)
+
+    def train(linear) -> list[torch.Tensor]:
+        params = [torch.nn.Parameter(t.clone()) for pair in init for t in pair]
+        optimizer = torch.optim.Adam(params, lr=1e-2)
+        for _ in range(15):
+            hidden = torch.relu(linear(x, params[0], indices[0], params[1]))
+            loss = linear(hidden, params[2], indices[1], params[3]).square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():  # acting between updates, as SB3 does
+                linear(x[:1], params[0], indices[0], params[1])
+        return params
+
+    reference = train(lambda x, v, index, b: F.linear(x, dense_weight(v, index), b))
+    for param, expected in zip(train(sparse_linear), reference, strict=True):
+        torch.testing.assert_close(param, expected, **TOLERANCE[dtype])
