@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -145,6 +148,21 @@ def test_batch_one_never_stale():
         update()
         with torch.no_grad():
             torch.testing.assert_close(sparse_linear(x, values, index, None), x @ dense_weight(values, index).T)
+
+
+def test_copies_after_use():
+    index = SparseIndex(random_positions((12, 9), 0.2, seed=0), (12, 9), path="sparse")
+    x, values, b = inputs(index, (130,), torch.float32, seed=0)
+    sparse_linear(x, values, index, b).sum().backward()
+    with torch.no_grad():
+        sparse_linear(x[:1], values, index, b)
+    for copied in (copy.deepcopy(index), pickle.loads(pickle.dumps(index))):
+        new_values = values.detach() * 2
+        with torch.no_grad():
+            for rows in (x[:1], x):
+                torch.testing.assert_close(
+                    sparse_linear(rows, new_values, copied, b), F.linear(rows, dense_weight(new_values, index), b)
+                )
 
 
 def test_bad_input_is_named():

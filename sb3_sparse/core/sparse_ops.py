@@ -113,6 +113,11 @@ class SparseIndex:
         self.ccol, self.row = _compressed(cols[transpose_perm], rows[transpose_perm], inp)
         self.transpose_perm = transpose_perm.to(torch.int32)
 
+    def __getstate__(self) -> dict:
+        # Copies and pickles drop the kept CSR tensors: they cannot be deep-copied, and a kept
+        # one would share the original's values; they are rebuilt on first use.
+        return {**self.__dict__, "_csr": None, "_zeros": {}}
+
     @property
     def long_positions(self) -> torch.Tensor:
         """The positions as int64 (what indexing takes); kept only where batches run dense."""
