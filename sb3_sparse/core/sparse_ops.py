@@ -10,7 +10,7 @@ Kernels (chosen by ``benchmarks/bench_kernels.py``, CPU, one thread):
 
 - forward ``W @ x.T``: a CSR product with int32 indices. From ``_REDUCE_MIN_ROWS`` rows of
   ``x`` on, PyTorch's own vectorised CSR kernel (``torch.sparse.mm(..., reduce="sum")``);
-  below, MKL's (``torch.sparse.mm``), which has the lower fixed cost per call;
+  below, MKL's (``torch.mm``/``torch.addmm`` on a CSR tensor), which costs less per call;
 - ``grad_x = grad_y @ W``: the same product with ``W.T`` (the CSC form of ``W``: its transpose
   as CSR, values permuted by a cached permutation);
 - ``grad_values``: ``torch.sparse.sampled_addmm`` (SDDMM) of ``grad_y.T @ x`` at the active
@@ -223,8 +223,8 @@ def sparse_linear(x: torch.Tensor, values: torch.Tensor, index: SparseIndex, bia
         return F.linear(x, dense_weight(values, index), bias)
     grad = torch.is_grad_enabled() and (x.requires_grad or values.requires_grad or (bias is not None and bias.requires_grad))
     if not grad and x.numel() == inp:
-        # Acting (SB3's predict): one CSR matrix-vector product, at any density far cheaper than
-        # building the dense weight, and as few calls as possible around it.
+        # Acting (SB3's predict): one CSR matrix-vector product whatever the density, so that
+        # acting never builds the dense weight, and as few calls as possible around it.
         csr, x_1d = index.csr(values), x[0] if x.dim() == 2 else x.reshape(inp)
         y = torch.mv(csr, x_1d) if bias is None else torch.addmv(bias, csr, x_1d)
         return y.unsqueeze(0) if x.dim() == 2 else y.view(*x.shape[:-1], out)
