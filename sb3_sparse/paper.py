@@ -69,6 +69,16 @@ _NOISE_KEYS = ("noise_type", "noise_std")
 _EVAL_NAMESPACE = {"nn": nn, "th": torch, "torch": torch, "np": np}
 
 
+def read_policy_kwargs(value: str | dict[str, Any] | None) -> dict[str, Any]:
+    """A file's ``policy_kwargs`` as rl-zoo3 reads it: a string is evaluated with ``nn``, ``th``, ``np``.
+
+    :param value: the entry's ``policy_kwargs`` (a dict, a Python expression, or ``None``).
+    """
+    if isinstance(value, str):
+        return eval(value, dict(_EVAL_NAMESPACE))
+    return dict(value or {})
+
+
 def hyperparams_names() -> list[str]:
     """The names of the shipped hyperparameter files (``"ds_td3"``, ``"rigl_dqn"``, ...), sorted."""
     return sorted(p.stem for p in HYPERPARAMS_DIR.glob("*.yml"))
@@ -221,9 +231,7 @@ def paper_setup(name: str, env_id: str, **overrides: Any) -> dict[str, Any]:
     policy = values.pop("policy")
     env = overrides.pop("env", None) or protocol.make_env(seed=overrides.get("seed"))
     kwargs: dict[str, Any] = {"policy": _import(policy) if "." in policy else policy, "env": env}
-    policy_kwargs = values.pop("policy_kwargs", None)
-    if isinstance(policy_kwargs, str):
-        policy_kwargs = eval(policy_kwargs, dict(_EVAL_NAMESPACE))
+    policy_kwargs = read_policy_kwargs(values.pop("policy_kwargs", None))
     noise = {key: values.pop(key) for key in _NOISE_KEYS if key in values}
     if isinstance(values.get("learning_rate"), str):
         start = float(values["learning_rate"].split("_")[1])  # rl-zoo3's "lin_X": X * progress remaining
@@ -233,7 +241,7 @@ def paper_setup(name: str, env_id: str, **overrides: Any) -> dict[str, Any]:
     kwargs |= values
     if noise.get("noise_type"):
         kwargs["action_noise"] = _action_noise(noise["noise_type"], noise["noise_std"], env_id)
-    policy_kwargs = {**(policy_kwargs or {}), **overrides.pop("policy_kwargs", {})}
+    policy_kwargs = {**policy_kwargs, **overrides.pop("policy_kwargs", {})}
     if policy_kwargs:
         kwargs["policy_kwargs"] = policy_kwargs
     return kwargs | overrides

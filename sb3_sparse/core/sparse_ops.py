@@ -3,38 +3,233 @@
 A sparse weight of shape ``(out_features, in_features)`` is ``values`` (one per active
 connection) at ``positions``: flat row-major indices ``row * in_features + col``, int32,
 sorted ascending. :class:`SparseIndex` derives what the kernels need from the positions once
-per topology (rebuilt when they change); :func:`sparse_linear` computes ``x @ W.T + bias``
-and its backward for ``x``, ``values`` and ``bias`` without a dense ``W``.
+per topology (a new topology is a new index); :func:`sparse_linear` computes
+``x @ W.T + bias`` and its backward for ``x``, ``values`` and ``bias`` without a dense ``W``.
 
-REFERENCE IMPLEMENTATION (placeholder until kernels are chosen by measurement): materialises
-the dense weight. Same signature as the final one.
+Kernels (chosen by ``benchmarks/bench_kernels.py``, CPU, one thread):
+
+- forward ``W @ x.T``: a CSR product with int32 indices. From ``_REDUCE_MIN_ROWS`` rows of
+  ``x`` on, PyTorch's own vectorised CSR kernel (``torch.sparse.mm(..., reduce="sum")``);
+  below, MKL's (``torch.mm``/``torch.addmm`` on a CSR tensor), which costs less per call;
+- ``grad_x = grad_y @ W``: the same product with ``W.T`` (the CSC form of ``W``: its transpose
+  as CSR, values permuted by a cached permutation);
+- ``grad_values``: ``torch.sparse.sampled_addmm`` (SDDMM) of ``grad_y.T @ x`` at the active
+  entries only, one dot product over the batch per entry;
+- ``grad_bias = grad_y.sum(0)``;
+- one input row without autograd (acting): a CSR matrix-vector product (``torch.addmv``).
+
+The dense path, ``F.linear`` with :func:`dense_weight` (the same result to rounding), takes a
+batch where the sparse kernels do not pay (:func:`sparse_kernels_pay`: too dense or too
+small), tensors off the CPU (the sparse kernels were not measured on a GPU, so CUDA runs
+dense), dtypes other than float32/float64, and empty batches.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import torch
+import torch.nn.functional as F
+
+#: Cost model of the sparse kernels against ``nn.Linear`` (forward + backward, batch 256), in
+#: units of one dense weight: each active entry costs ``SPARSE_COST_PER_ENTRY``, each call
+#: ``SPARSE_FIXED_COST`` more (transposes, extra calls). Fitted to ``bench_kernels.py
+#: --break-even`` (docs/backend/kernels_break_even.json): measured break-even near 76%
+#: sparsity at 1024x1024, 82% at 256x256, 87% at 256x128; 256x64 and smaller never gained.
+SPARSE_COST_PER_ENTRY = 4
+SPARSE_FIXED_COST = 16384
+#: From this many rows of ``x`` on the vectorised CSR kernel beats MKL's (measured).
+_REDUCE_MIN_ROWS = 128
+_SPARSE_DTYPES = (torch.float32, torch.float64)
+PATHS = ("auto", "sparse", "dense")
+
+with warnings.catch_warnings():
+    # PyTorch warns once per process that CSR support is "beta"; consume that warning here
+    # instead of in the middle of a user's training run.
+    warnings.simplefilter("ignore")
+    torch.sparse_csr_tensor(torch.zeros(2, dtype=torch.int32), torch.zeros(0, dtype=torch.int32), torch.zeros(0), (1, 1))
+
+
+def sparse_kernels_pay(nnz: int, shape: tuple[int, int]) -> bool:
+    """Whether a layer of ``shape`` with ``nnz`` active entries trains faster on the sparse kernels."""
+    return SPARSE_COST_PER_ENTRY * nnz + SPARSE_FIXED_COST < shape[0] * shape[1]
+
+
+def _compressed(major: torch.Tensor, minor: torch.Tensor, n_major: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """CSR arrays (int32 ``crow``, ``col``) of entries given as (major, minor) sorted by major then minor."""
+    crow = torch.zeros(n_major + 1, dtype=torch.int64, device=major.device)
+    crow[1:] = torch.bincount(major, minlength=n_major).cumsum(0)
+    return crow.to(torch.int32), minor.to(torch.int32)
 
 
 class SparseIndex:
-    """What the kernels need to know about one topology.
+    """What the kernels need to know about one topology (immutable; a new topology = a new index).
 
-    :param positions: sorted flat row-major positions of the active connections (int32).
-    :param shape: ``(out_features, in_features)``.
+    :param positions: sorted flat row-major positions ``row * in_features + col`` of the active
+        connections (int32, 1-D, strictly increasing, in ``[0, out_features * in_features)``).
+    :param shape: ``(out_features, in_features)``, both positive.
+    :param path: ``"auto"``: batches through the sparse kernels where they pay
+        (:func:`sparse_kernels_pay`), else dense; a single input row without autograd (acting)
+        always through a CSR matrix-vector product. ``"sparse"``: the sparse kernels for
+        everything (tests, benchmarks). ``"dense"``: ``F.linear`` with :func:`dense_weight` for
+        everything. Positions off the CPU: dense.
     """
 
-    def __init__(self, positions: torch.Tensor, shape: tuple[int, int]) -> None:
+    def __init__(self, positions: torch.Tensor, shape: tuple[int, int], *, path: str = "auto") -> None:
+        if path not in PATHS:
+            raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+        out, inp = (int(s) for s in shape)
+        if out < 1 or inp < 1:
+            raise ValueError(f"shape must be two positive sizes (out_features, in_features), got {tuple(shape)}")
+        if positions.dtype != torch.int32 or positions.dim() != 1:
+            got = f"dtype {positions.dtype} and shape {tuple(positions.shape)}"
+            raise ValueError(f"positions must be a 1-D int32 tensor, got {got}")
         self.positions = positions
-        self.shape = shape
-        self.long_positions = positions.long()
+        self.shape = (out, inp)
+        long_positions = positions.long()
+        nnz = positions.numel()
+        if nnz and (
+            int(long_positions[0]) < 0
+            or int(long_positions[-1]) >= out * inp
+            or bool((long_positions[1:] <= long_positions[:-1]).any())
+        ):
+            raise ValueError(f"positions must be strictly increasing and lie in [0, {out * inp}) for shape {self.shape}")
+        self.density = nnz / (out * inp)
+        #: Whether the CSR kernels exist for this index (positions on the CPU, path not "dense").
+        self.kernels = positions.device.type == "cpu" and path != "dense"
+        #: Whether batches (and anything under autograd) take the dense path.
+        self.dense = not self.kernels or (path == "auto" and not sparse_kernels_pay(nnz, self.shape))
+        self._csr: tuple[torch.Tensor, int, torch.Tensor] | None = None
+        self._zeros: dict[torch.dtype, torch.Tensor] = {}
+        # Memory per active entry, beyond the caller's positions: int64 positions where batches
+        # run dense (dense_weight's scatter on every call), int32 CSR/CSC arrays where kernels run.
+        self._long_positions = long_positions if self.dense else None
+        if not self.kernels:
+            return
+        rows, cols = long_positions // inp, long_positions % inp
+        self.crow, self.col = _compressed(rows, cols, out)
+        # W.T as CSR: the entries re-sorted by (col, row); the keys are unique, so the order is too.
+        transpose_perm = torch.argsort(cols * out + rows)
+        self.ccol, self.row = _compressed(cols[transpose_perm], rows[transpose_perm], inp)
+        self.transpose_perm = transpose_perm.to(torch.int32)
+
+    def __getstate__(self) -> dict:
+        # Copies and pickles drop the kept CSR tensors: they cannot be deep-copied, and a kept
+        # one would share the original's values; they are rebuilt on first use.
+        return {**self.__dict__, "_csr": None, "_zeros": {}}
+
+    @property
+    def long_positions(self) -> torch.Tensor:
+        """The positions as int64 (what indexing takes); kept only where batches run dense."""
+        return self._long_positions if self._long_positions is not None else self.positions.long()
+
+    def zeros_csr(self, dtype: torch.dtype) -> torch.Tensor:
+        """``W``'s pattern with zero values, the sampling mask of the SDDMM (kept per dtype; read only)."""
+        if dtype not in self._zeros:
+            zeros = torch.zeros(self.positions.numel(), dtype=dtype)
+            self._zeros[dtype] = torch.sparse_csr_tensor(self.crow, self.col, zeros, self.shape, check_invariants=False)
+        return self._zeros[dtype]
+
+    def csr(self, values: torch.Tensor) -> torch.Tensor:
+        """``W`` as a CSR tensor that shares ``values``' memory (never autograd-tracked).
+
+        The last one is kept for the same ``values`` tensor at the same address: it shares that
+        memory, so it sees in-place updates (optimizer steps), and building one costs as much
+        as a batch-1 product of a small layer.
+        """
+        if self._csr is not None and self._csr[0] is values and self._csr[1] == values.data_ptr():
+            return self._csr[2]
+        csr = torch.sparse_csr_tensor(self.crow, self.col, values.detach(), self.shape, check_invariants=False)
+        self._csr = (values, values.data_ptr(), csr)
+        return csr
+
+    def csr_transposed(self, values: torch.Tensor) -> torch.Tensor:
+        """``W.T`` as a CSR tensor (the CSC form of ``W``) holding ``values`` permuted."""
+        shape = (self.shape[1], self.shape[0])
+        return torch.sparse_csr_tensor(
+            self.ccol, self.row, values.index_select(0, self.transpose_perm), shape, check_invariants=False
+        )
+
+
+def _times(csr: torch.Tensor, rhs: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``csr @ rhs (+ bias[:, None])`` for a contiguous dense ``rhs`` of shape ``(k, n)``, with the faster kernel for ``n``."""
+    if rhs.shape[1] >= _REDUCE_MIN_ROWS:
+        product = torch.sparse.mm(csr, rhs, "sum")
+        return product if bias is None else product.add_(bias[:, None])
+    return torch.mm(csr, rhs) if bias is None else torch.addmm(bias[:, None], csr, rhs)
+
+
+def _forward(
+    x: torch.Tensor, values: torch.Tensor, index: SparseIndex, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x @ W.T + bias`` for a 2-D ``x``, computed as ``(W @ x.T).T``, and ``x.T`` (contiguous).
+
+    The result is contiguous like ``F.linear``'s, so that callers may ``view`` it.
+    """
+    x_t = x.T.contiguous()
+    return _times(index.csr(values), x_t, bias).T.contiguous(), x_t
+
+
+class _SparseLinearFunction(torch.autograd.Function):
+    """``x @ W.T + bias`` with a backward that touches the active entries of ``W`` only."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, values: torch.Tensor, index: SparseIndex, bias: torch.Tensor | None) -> torch.Tensor:
+        y, x_t = _forward(x, values, index, bias)
+        ctx.index = index
+        # Save only what the requested gradients read: x for grad_values, values for grad_x.
+        ctx.save_for_backward(x_t if ctx.needs_input_grad[1] else None, values if ctx.needs_input_grad[0] else None)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        x_t, values = ctx.saved_tensors
+        index: SparseIndex = ctx.index
+        grad_y_t = grad_y.T.contiguous()
+        grad_x = grad_values = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            # A transposed view: the next backward's grad_y.T.contiguous() is then free.
+            grad_x = _times(index.csr_transposed(values), grad_y_t).T
+        if ctx.needs_input_grad[1]:
+            # beta=0 still multiplies the input's values (0 * NaN = NaN): give it zeros.
+            grad_values = torch.sparse.sampled_addmm(index.zeros_csr(grad_y.dtype), grad_y_t, x_t.T, beta=0).values()
+        if ctx.needs_input_grad[3]:
+            grad_bias = grad_y.sum(0)
+        return grad_x, grad_values, None, grad_bias
 
 
 def dense_weight(values: torch.Tensor, index: SparseIndex) -> torch.Tensor:
     """The dense ``(out, in)`` weight (absent entries exactly 0), differentiable in ``values``."""
     out, inp = index.shape
-    flat = values.new_zeros(out * inp).index_put((index.long_positions,), values)
-    return flat.view(out, inp)
+    positions = index.long_positions.to(values.device)  # no copy when already there
+    # scatter rather than index_put: several times faster on the CPU, the same values.
+    return values.new_zeros(out * inp).scatter(0, positions, values).view(out, inp)
 
 
 def sparse_linear(x: torch.Tensor, values: torch.Tensor, index: SparseIndex, bias: torch.Tensor | None) -> torch.Tensor:
-    """``x @ W.T + bias`` for the sparse ``W`` given by ``values`` at ``index``; ``x`` is ``(..., in)``."""
-    return torch.nn.functional.linear(x, dense_weight(values, index), bias)
+    """``x @ W.T + bias`` for the sparse ``W`` given by ``values`` at ``index``; ``x`` is ``(..., in)``.
+
+    Differentiable in ``x``, ``values`` and ``bias``; only the gradients autograd asks for are
+    computed. The path (sparse kernels or dense) follows ``index`` (see :class:`SparseIndex`).
+    """
+    out, inp = index.shape
+    if x.shape[-1:] != (inp,):
+        raise ValueError(f"x must have {inp} (in_features) entries in its last dimension, got shape {tuple(x.shape)}")
+    if values.shape != index.positions.shape:
+        raise ValueError(f"values must have shape ({index.positions.numel()},) like the index, got {tuple(values.shape)}")
+    if values.dtype != x.dtype:
+        raise ValueError(f"values and x must have the same dtype, got {values.dtype} and {x.dtype}")
+    if not index.kernels or not x.is_cpu or x.dtype not in _SPARSE_DTYPES or x.numel() == 0:
+        return F.linear(x, dense_weight(values, index), bias)
+    grad = torch.is_grad_enabled() and (x.requires_grad or values.requires_grad or (bias is not None and bias.requires_grad))
+    if not grad and x.numel() == inp:
+        # Acting (SB3's predict): one CSR matrix-vector product whatever the density, so that
+        # acting never builds the dense weight, and as few calls as possible around it.
+        csr, x_1d = index.csr(values), x[0] if x.dim() == 2 else x.reshape(inp)
+        y = torch.mv(csr, x_1d) if bias is None else torch.addmv(bias, csr, x_1d)
+        return y.unsqueeze(0) if x.dim() == 2 else y.view(*x.shape[:-1], out)
+    if index.dense:
+        return F.linear(x, dense_weight(values, index), bias)
+    x_2d = x.reshape(-1, inp)
+    y = _SparseLinearFunction.apply(x_2d, values, index, bias) if grad else _forward(x_2d, values, index, bias)[0]
+    return y.view(*x.shape[:-1], out)

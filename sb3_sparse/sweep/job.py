@@ -29,6 +29,7 @@ from stable_baselines3.common.logger import configure
 from torch import nn
 
 from ..denormal import DenormalScope, flush_denormal
+from ..paper import read_policy_kwargs
 from ..summary import network_summary
 from ..zoo import merge_policy_kwargs
 from .checkpoint import Checkpoints, Evaluations, read_json, write_atomic, write_json
@@ -54,8 +55,7 @@ def _zoo_overrides(job: Job) -> dict[str, Any]:
     entry = {**raw[job.env], **job.hyperparams}
     overrides = dict(job.hyperparams)
     if job.policy_kwargs or job.sparsity is not None:
-        base = entry.get("policy_kwargs") or {}
-        base = eval(base, {"nn": nn, "dict": dict}) if isinstance(base, str) else base  # as rl-zoo3 reads it
+        base = read_policy_kwargs(entry.get("policy_kwargs"))
         sampled = {**job.policy_kwargs, **({"sparsity": job.sparsity} if job.sparsity is not None else {})}
         overrides["policy_kwargs"] = merge_policy_kwargs(base, sampled)
     if "buffer_size" in entry:  # a buffer larger than the budget never fills: same samples, less memory
