@@ -146,6 +146,12 @@ def sparse_layers(module: nn.Module) -> list[tuple[str, SparseLayer]]:
     return [(name, m) for name, m in module.named_modules() if isinstance(m, SparseLayer)]
 
 
+def trained_parameter(layer: SparseLayer) -> nn.Parameter:
+    """The weight Parameter a sparse layer trains (a masked layer's ``weight``, a truly sparse one's ``values``)."""
+    params = layer._parameters  # type: ignore[attr-defined]
+    return params["values"] if "values" in params else params["weight"]
+
+
 def active_count(layer: SparseLayer) -> int:
     """Number of connections that exist in ``layer``."""
     return layer.n_active()

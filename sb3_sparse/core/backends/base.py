@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..layers import SparseLayer, sparse_layers
+from ..layers import SparseLayer, sparse_layers, trained_parameter
 
 
 class TargetWeight(nn.Parameter):
@@ -184,7 +184,7 @@ class Backend(ABC):
         entry per active connection (sparse backend); the policy's layers are loaded first (SB3
         loads ``policy`` before the optimizers), so their positions say where each entry goes.
         """
-        layers: dict[int, SparseLayer] = {id(_trained(layer)): layer for layer in self.layers}
+        layers: dict[int, SparseLayer] = {id(trained_parameter(layer)): layer for layer in self.layers}
         params = [p for group in optimizer.param_groups for p in group["params"]]
         saved = [i for group in state_dict["param_groups"] for i in group["params"]]
         state = dict(state_dict["state"])
@@ -197,9 +197,3 @@ class Backend(ABC):
                 for name, value in state[key].items()
             }
         return {**state_dict, "state": state}
-
-
-def _trained(layer: SparseLayer) -> nn.Parameter:
-    """The weight tensor a sparse layer trains (``weight`` or ``values``)."""
-    params = layer._parameters  # type: ignore[attr-defined]
-    return params["values"] if "values" in params else params["weight"]

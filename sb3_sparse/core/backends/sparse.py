@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..sparse_layer import SparseLinear
 from ..topology import _top_positions
 from .base import Backend, NonFiniteError, TargetWeight
 
@@ -48,9 +49,9 @@ class SparseBackend(Backend):
 
     # -- tensors --------------------------------------------------------------------------------
 
-    def state_tensors(self, i: int) -> Iterator[torch.Tensor]:
-        """Optimizer state shaped like layer ``i``'s values (Adam: ``exp_avg``, ``exp_avg_sq``)."""
-        values = self.layers[i].values
+    def state_tensors(self, layer: SparseLinear) -> Iterator[torch.Tensor]:
+        """Optimizer state shaped like ``layer.values`` (Adam: ``exp_avg``, ``exp_avg_sq``)."""
+        values = layer.values
         state = self.optimizer.state.get(values, {}) if self.optimizer is not None else {}
         return (v for v in state.values() if isinstance(v, torch.Tensor) and v.shape == values.shape)
 
@@ -99,7 +100,7 @@ class SparseBackend(Backend):
             del self.free[i]
         layer.weight_positions[slots] = grown.to(torch.int32)
         layer.values[slots] = 0.0
-        for state in self.state_tensors(i):
+        for state in self.state_tensors(layer):
             state[slots] = 0.0
         self.counts[i] += n
         return grown
@@ -108,7 +109,7 @@ class SparseBackend(Backend):
     def mask_optimizer_state(self, i: int, everything: bool) -> None:
         # Dropped slots' state goes entirely: optimizer state for active connections only.
         if i in self.free:
-            for state in self.state_tensors(i):
+            for state in self.state_tensors(self.layers[i]):
                 state[self.free[i]] = 0.0
 
     @torch.no_grad()
@@ -124,7 +125,7 @@ class SparseBackend(Backend):
             if not bool((order == torch.arange(order.numel(), device=order.device)).all()):
                 layer.weight_positions.copy_(layer.weight_positions[order])
                 layer.values.copy_(layer.values[order])
-                for state in self.state_tensors(i):
+                for state in self.state_tensors(layer):
                     state.copy_(state[order])
         if i < len(self.target_layers):
             target = self.target_layers[i]
