@@ -96,7 +96,7 @@ def test_learns_with_active_connections_only(algo, settings):
             assert state["exp_avg"].shape == state["exp_avg_sq"].shape == layer.values.shape
             assert any(p is layer.values for group in net.optimizer.param_groups for p in group["params"])
         for target, online in zip(net.target_layers, net.layers, strict=False):  # SAC's actor has no target
-            assert isinstance(target, SparseLinear) and target.values.numel() == online.values.numel()
+            assert isinstance(target, SparseLinear) and target.n_active() == online.values.numel()
     # No sparse layer keeps a dense weight: the only 2-D parameters are the dense output layers'.
     for name, param in model.policy.named_parameters():
         if name.endswith(".values"):
@@ -115,7 +115,7 @@ def test_pruning_shrinks_the_parameters_and_their_optimizer_state():
     assert net.counts == net.final_counts and all(f < s for f, s in zip(net.final_counts, start, strict=True))
     params = [p for group in net.optimizer.param_groups for p in group["params"]]
     for layer, target, count in zip(net.layers, net.target_layers, net.counts, strict=True):
-        assert layer.values.numel() == target.values.numel() == count
+        assert layer.values.numel() == target.n_active() == count
         assert any(p is layer.values for p in params)
         assert net.optimizer.state[layer.values]["exp_avg_sq"].shape == (count,)
 

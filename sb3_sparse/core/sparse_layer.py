@@ -53,6 +53,9 @@ class SparseLinear(SparseLayer, nn.Module):
         self.record_dense_grad = False
         self.dense_grad: torch.Tensor | None = None
         self._grad_task = -1
+        # A target layer between updates may hold explicit zeros outside its support (see
+        # backends.sparse_target): then ``live`` marks the slots of the support.
+        self.live: torch.Tensor | None = None
         self._index: sparse_ops.SparseIndex | None = None
         self._index_key: tuple[torch.Tensor, int] | None = None
 
@@ -106,20 +109,28 @@ class SparseLinear(SparseLayer, nn.Module):
         old = self._parameters["values"]
         self.values = nn.Parameter(values.detach().to(old), requires_grad=old.requires_grad)  # type: ignore[union-attr]
         self.weight_positions = positions.to(device=old.device, dtype=torch.int32)  # type: ignore[union-attr]
+        self.live = None
         return self.values
+
+    @torch.no_grad()
+    def compact_(self) -> None:
+        """Drop the slots outside ``live`` (if any): positions and values are the support alone."""
+        if self.live is not None:
+            self.set_topology_(self.weight_positions[self.live].clone(), self.values.detach()[self.live].clone())
 
     # -- the shared protocol -------------------------------------------------------------------
 
     def dense_mask(self) -> torch.Tensor:
         mask = self.values.new_zeros(self.out_features * self.in_features)
-        mask[self.weight_positions.long()] = 1.0
+        positions = self.weight_positions if self.live is None else self.weight_positions[self.live]
+        mask[positions.long()] = 1.0
         return mask.view(self.shape)
 
     def to_dense_weight(self) -> torch.Tensor:
         return sparse_ops.dense_weight(self.values.detach(), self.index)
 
     def n_active(self) -> int:
-        return self.values.numel()
+        return self.values.numel() if self.live is None else int(self.live.sum().item())
 
     def in_layout(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` (values-shaped, or dense weight-shaped from a masked checkpoint) as values-shaped."""
@@ -160,6 +171,7 @@ class SparseLinear(SparseLayer, nn.Module):
         network): ``values`` and ``weight_positions`` are then replaced by tensors of the
         loaded size (the backend hands the new Parameter to the optimizer, see its ``reload``).
         """
+        self.live = None
         if f"{prefix}weight_positions" not in state_dict and f"{prefix}weight" in state_dict:
             _sparse_state_from_masked_(self, state_dict, prefix)
         key = f"{prefix}weight_positions"
@@ -172,8 +184,14 @@ class SparseLinear(SparseLayer, nn.Module):
                 self.set_topology_(positions, values)
         super()._load_from_state_dict(state_dict, prefix, *args)
 
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.live is not None:  # the support alone
+            destination[f"{prefix}values"] = destination[f"{prefix}values"][self.live]
+            destination[f"{prefix}weight_positions"] = destination[f"{prefix}weight_positions"][self.live]
+
     def extra_repr(self) -> str:
-        density = self.values.numel() / (self.out_features * self.in_features)
+        density = self.n_active() / (self.out_features * self.in_features)
         shape = f"in_features={self.in_features}, out_features={self.out_features}"
         return f"{shape}, bias={self.bias is not None}, density={density:.4f}"
 

@@ -25,6 +25,7 @@ from torch import nn
 from ..sparse_layer import SparseLinear
 from ..topology import _top_positions
 from .base import Backend, NonFiniteError, TargetWeight
+from .sparse_target import StagedTarget
 
 NEEDS_TAU = (
     "sb3_sparse: backend='sparse' with target_sparsity='magnitude' needs the algorithm's tau to update the "
@@ -42,10 +43,9 @@ class SparseBackend(Backend):
         # Per target layer: whether its positions equal the online layer's (then a target update
         # is SB3's own polyak update of the target's values and the rule has nothing to do).
         self.synced: list[bool | None] = [None] * len(self.target_layers)
-        # Per target layer out of sync: the tensor handed to the target update (the target's
-        # values at the online positions), the online positions then, and tau then.
-        self.staging: list[tuple[TargetWeight, torch.Tensor, list[bool]] | None] = [None] * len(self.target_layers)
-        self.staging_tau = 1.0
+        # Per target layer out of sync: what target updates update (see StagedTarget).
+        self.staged: list[StagedTarget | None] = [None] * len(self.target_layers)
+        self.staging_tau = 1.0  # tau when the last target update started
 
     # -- tensors --------------------------------------------------------------------------------
 
@@ -128,13 +128,15 @@ class SparseBackend(Backend):
                 for state in self.state_tensors(layer):
                     state.copy_(state[order])
         if i < len(self.target_layers):
-            target = self.target_layers[i]
+            staged, target = self.staged[i], self.target_layers[i]
+            if staged is not None and staged.updated[0]:
+                self._apply_rule(i, staged)  # an update not yet followed by its rule: on the old positions
+            target.compact_()
             if target.values.numel() != self.counts[i]:  # pruning: the target follows at once
                 kept = torch.topk(target.values.detach().abs(), self.counts[i], sorted=False).indices.sort().values
                 target.set_topology_(target.weight_positions[kept].clone(), target.values.detach()[kept].clone())
             self.synced[i] = None
-            if self.staging[i] is not None and not self.staging[i][2][0]:
-                self.staging[i] = None  # handed out but not updated: rebuilt for the new positions
+            self.staged[i] = None
 
     def _replace_parameter(self, i: int, new: nn.Parameter, keep: torch.Tensor | None = None) -> None:
         """Give the optimizer ``new`` in place of layer ``i``'s old values (state kept at ``keep``, if given)."""
@@ -159,79 +161,46 @@ class SparseBackend(Backend):
 
     @torch.no_grad()
     def target_parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:
-        """The target's parameters, with each out-of-sync sparse layer's values replaced by a staging
-        tensor: the target's values at the online positions (0 where it has none), which SB3's
-        polyak update moves like any parameter; the rule then merges it back (:meth:`apply_target_rule`)."""
+        """The target's parameters, each out-of-sync sparse layer's values replaced by its
+        :class:`StagedTarget` tensor (the target's values at the online positions), which SB3's
+        polyak update moves like any parameter; :meth:`apply_target_rule` brings it back."""
         assert self.target is not None
         replaced: dict[int, TargetWeight] = {}
         for i, (target, online) in enumerate(zip(self.target_layers, self.layers, strict=False)):
             if self._synced(i):
                 continue
-            if self.staging[i] is None:
-                positions = online.weight_positions.clone()
-                values = torch.zeros_like(online.values.detach())
-                slots, found = _find(target.weight_positions, positions)
-                values[found] = target.values.detach()[slots[found]]
-                staging = TargetWeight(values, requires_grad=False)
-                flag = [False]
-                staging.__dict__["network_flag"] = flag
-                self.staging[i] = (staging, positions, flag)
-            replaced[id(target.values)] = self.staging[i][0]
+            if self.staged[i] is None:
+                self.staged[i] = StagedTarget(target, online.weight_positions)
+            replaced[id(target.values)] = self.staged[i].staging
         if replaced:
             if self.target_rule == "magnitude":
                 if self.tau is None:
                     raise RuntimeError(NEEDS_TAU)
-                self.staging_tau = float(self.tau())
+                self.staging_tau = float(self.tau())  # read now: SB3 may change it around an update
             self.target_updated[0] = True
         for param in nn.Module.parameters(self.target, recurse):
             yield replaced.get(id(param), param)
 
     @torch.no_grad()
     def apply_target_rule(self) -> None:
-        for i, staged in enumerate(self.staging):
-            if staged is None or not staged[2][0]:
-                continue  # in sync, or not updated since handed out
-            self.staging[i] = None
-            staging, positions, _ = staged
-            target = self.target_layers[i]
-            if self.target_rule == "online_mask":
-                target.set_topology_(positions, staging.detach().clone())
-            else:
-                try:
-                    self._prune_to_count(i, staging.detach(), positions)
-                except FloatingPointError:
-                    raise NonFiniteError(f"target layer {self.layer_names[i]!r}") from None
-            self.synced[i] = None
+        for i, staged in enumerate(self.staged):
+            if staged is not None and staged.updated[0]:
+                self._apply_rule(i, staged)
 
-    def _prune_to_count(self, i: int, staged: torch.Tensor, online_positions: torch.Tensor) -> None:
-        """The masked backend's magnitude rule on index sets: of the target's own connections ``S``
-        (those the online layer lacks decayed by ``1 - tau``, the others updated) and the online-only
-        ones ``N``, the ``|S|`` largest magnitudes stay, equal ones by position (the larger stays);
-        nothing changes while every ``N`` entry is still 0."""
+    def _apply_rule(self, i: int, staged: StagedTarget) -> None:
+        staged.updated[0] = False
         target = self.target_layers[i]
-        own_positions, own = target.weight_positions, target.values.detach().clone()
-        slots, found = _find(own_positions, online_positions)
-        shared = torch.zeros(own.numel(), dtype=torch.bool, device=own.device)
-        shared[slots[found]] = True
-        own[~shared] = own[~shared].mul_(1 - self.staging_tau)  # as polyak_update scales, then adds tau * 0
-        own[slots[found]] = staged[found]
-        newcomers, newcomer_positions = staged[~found], online_positions[~found]
-        if newcomers.numel():
-            threshold = newcomers.abs().max()
-            if not bool(torch.isfinite(threshold)):
-                raise FloatingPointError("non-finite target weight at an online-only position")
-            if float(threshold) > 0:
-                if bool(torch.isnan(own).any()):
-                    raise FloatingPointError("NaN target weight in the target's support")
-                positions = torch.cat([own_positions.long(), newcomer_positions.long()])
-                values = torch.cat([own, newcomers])
-                by_position = torch.argsort(positions)
-                positions, values = positions[by_position], values[by_position]
-                order = torch.sort(values.abs(), stable=True).indices  # ascending; equal ones by position
-                stays = order[positions.numel() - own.numel() :].sort().values
-                target.set_topology_(positions[stays].to(torch.int32), values[stays].clone())
-                return
-        target.values.copy_(own)
+        if self.target_rule == "online_mask":
+            staged.online_mask(target)
+            changed = True
+        else:
+            try:
+                changed = staged.magnitude(target, self.staging_tau)
+            except FloatingPointError:
+                raise NonFiniteError(f"target layer {self.layer_names[i]!r}") from None
+        if changed:
+            self.staged[i] = None
+            self.synced[i] = None
 
     def nonfinite(self) -> str | None:
         for i, name in enumerate(self.layer_names):
@@ -251,7 +220,7 @@ class SparseBackend(Backend):
         self.counts = [self.active_count(i) for i in range(len(self.layers))]
         self.free = {}
         self.synced = [None] * len(self.target_layers)
-        self.staging = [None] * len(self.target_layers)
+        self.staged = [None] * len(self.target_layers)
 
     # -- the per-step work: nothing is absent, so nothing to mask -----------------------------------
 
@@ -281,12 +250,3 @@ class SparseBackend(Backend):
 
     def remask(self) -> None:
         """Nothing is absent."""
-
-
-def _find(haystack: torch.Tensor, needles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each of the ``needles``, its slot in the sorted ``haystack`` and whether it is there."""
-    sorted_positions, needles = haystack.long(), needles.long()
-    if not sorted_positions.numel():
-        return torch.zeros_like(needles), torch.zeros_like(needles, dtype=torch.bool)
-    slots = torch.searchsorted(sorted_positions, needles).clamp_(max=sorted_positions.numel() - 1)
-    return slots, sorted_positions[slots] == needles
