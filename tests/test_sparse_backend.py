@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import torch
-from stable_baselines3 import DDPG, DQN, SAC, TD3
+from stable_baselines3 import DDPG, DQN, PPO, SAC, TD3
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import set_random_seed
 
@@ -103,6 +103,21 @@ def test_learns_with_active_connections_only(algo, settings):
             assert param.dim() == 1
         elif name.endswith(".weight"):
             assert not isinstance(model.policy.get_submodule(name.rsplit(".", 1)[0]), SparseLinear)
+
+
+def test_on_policy_optimizer_built_before_conversion_trains_the_values():
+    settings = dict(net_arch=[16, 16], preset="ppo-set", update_interval=3, end_fraction=1.0, backend="sparse")
+    model = PPO("SparseMlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, n_epochs=2, seed=0, policy_kwargs=settings)
+    values = [
+        layer.values.detach().clone() for net in model.policy.sparse_controller.networks.values() for layer in net.layers
+    ]
+    model.learn(128, callback=SparseTrainingCallback())
+    params = [p for group in model.policy.optimizer.param_groups for p in group["params"]]
+    assert model.policy.sparse_controller.n_topology_updates > 0
+    assert not any(p.dim() == 2 and p.shape[1] > 1 and p.numel() > 64 for p in params)  # no dense hidden weights
+    for net in model.policy.sparse_controller.networks.values():
+        for layer, before in zip(net.layers, values, strict=False):
+            assert any(p is layer.values for p in params) and not torch.equal(layer.values.detach(), before)
 
 
 def test_pruning_shrinks_the_parameters_and_their_optimizer_state():

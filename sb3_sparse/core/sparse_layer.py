@@ -225,14 +225,25 @@ def _sparse_state_from_masked_(layer: SparseLinear, state_dict: dict[str, Any], 
         state_dict[f"{prefix}bias"] = own["bias"]
 
 
-def to_sparse_(network: nn.Module) -> nn.Module:
-    """Replace every masked layer of ``network`` by a :class:`SparseLinear` with the same weights; return ``network``.
+def to_sparse_(network: nn.Module) -> dict[nn.Parameter, nn.Parameter]:
+    """Replace every masked layer of ``network`` by a :class:`SparseLinear` with the same weights.
 
+    :return: each replaced weight Parameter -> the ``values`` Parameter that replaces it (for an
+        optimizer built before the conversion, see :func:`swap_parameters_`).
     :raises ValueError: for a masked convolution (only linear layers have a truly sparse kernel).
     """
+    replaced = {}
     for name, module in list(network.named_modules()):
         if isinstance(module, MaskedLinear):
-            replace_layer(network, name, SparseLinear.from_masked(module))
+            sparse = SparseLinear.from_masked(module)
+            replace_layer(network, name, sparse)
+            replaced[module.weight] = sparse.values
         elif isinstance(module, MaskedLayerMixin):
             raise ValueError(CNN_NEEDS_MASKED.format(name=name, kind=type(module).__name__))
-    return network
+    return replaced
+
+
+def swap_parameters_(optimizer: torch.optim.Optimizer, replaced: dict[nn.Parameter, nn.Parameter]) -> None:
+    """Make an optimizer built before :func:`to_sparse_` train the new Parameters (it has no state for the old ones yet)."""
+    for group in optimizer.param_groups:
+        group["params"] = [replaced.get(p, p) for p in group["params"]]
