@@ -101,7 +101,10 @@ class SparseController(nn.Module):
 
     def _tau(self) -> float:
         if self.tau_source is None:
-            raise RuntimeError("sb3_sparse: this target rule needs the algorithm's tau; set sparse_controller.tau_source")
+            raise RuntimeError(
+                "sb3_sparse: backend='sparse' with target_sparsity='magnitude' needs the algorithm's tau to update "
+                "the target's own connections; build the policy through an SB3 algorithm or set sparse_controller.tau_source"
+            )
         return self.tau_source()
 
     def attach_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> None:

@@ -23,14 +23,9 @@ import torch
 from torch import nn
 
 from ..sparse_layer import SparseLinear
-from ..topology import _top_positions
+from ..topology import top_positions
 from .base import Backend, NonFiniteError, TargetWeight
 from .sparse_target import StagedTarget
-
-NEEDS_TAU = (
-    "sb3_sparse: backend='sparse' with target_sparsity='magnitude' needs the algorithm's tau to update the "
-    "target's own connections; build the policy through an SB3 algorithm (or set sparse_controller.tau_source)"
-)
 
 
 class SparseBackend(Backend):
@@ -79,7 +74,7 @@ class SparseBackend(Backend):
     @torch.no_grad()
     def drop(self, i: int, n: int, scores: torch.Tensor) -> torch.Tensor:
         layer = self.layers[i]
-        dropped = _top_positions(scores, self._mask(i), n, largest=False)
+        dropped = top_positions(scores, self._mask(i), n, largest=False)
         slots = torch.searchsorted(layer.weight_positions.long(), dropped)
         layer.values[slots] = 0.0
         self.free[i] = torch.cat([self.free[i], slots]) if i in self.free else slots
@@ -88,11 +83,10 @@ class SparseBackend(Backend):
 
     @torch.no_grad()
     def grow(self, i: int, n: int, scores: torch.Tensor) -> torch.Tensor:
-        layer, free = self.layers[i], self.free.pop(i, None)
+        layer, free = self.layers[i], self.free.get(i)
         if free is None or free.numel() < n:
             raise RuntimeError(f"layer {self.layer_names[i]!r}: the sparse backend grows only into dropped slots")
-        self.free[i] = free
-        grown = _top_positions(scores, 1.0 - self._mask(i), n, largest=True)
+        grown = top_positions(scores, 1.0 - self._mask(i), n, largest=True)
         slots = free[:n]
         if free.numel() > n:
             self.free[i] = free[n:]
@@ -174,8 +168,7 @@ class SparseBackend(Backend):
             replaced[id(target.values)] = self.staged[i].staging
         if replaced:
             if self.target_rule == "magnitude":
-                if self.tau is None:
-                    raise RuntimeError(NEEDS_TAU)
+                assert self.tau is not None, "the controller hands every backend its tau source"
                 self.staging_tau = float(self.tau())  # read now: SB3 may change it around an update
             self.target_updated[0] = True
         for param in nn.Module.parameters(self.target, recurse):
