@@ -152,17 +152,23 @@ def topology_trace(model):
     return trace
 
 
-@pytest.mark.parametrize("algo", ["td3", "sac"])
-@pytest.mark.parametrize("rule", ["magnitude", "online_mask"])
-def test_same_weights_and_topologies_as_masked_tows(algo, rule):
+def train_both(algo, n_updates, **settings):
+    """The masked and the sparse backend, trained alike; with their topology traces."""
     models, traces = [], []
     for backend in ("masked", "sparse"):  # each built and filled before the next: they share the global RNGs
-        models.append(make(algo, preset="tows", target_sparsity=rule, update_interval=250, backend=backend))
+        models.append(make(algo, backend=backend, **settings))
         traces.append(topology_trace(models[-1]))
         models[-1].learn(64)  # random actions into the buffer, no update yet
     models[1].replay_buffer = copy.deepcopy(models[0].replay_buffer)
     for model in models:
-        drive(model, 2000)
+        drive(model, n_updates)
+    return models, traces
+
+
+@pytest.mark.parametrize("algo", ["td3", "sac"])
+@pytest.mark.parametrize("rule", ["magnitude", "online_mask"])
+def test_same_weights_and_topologies_as_masked_tows(algo, rule):
+    models, traces = train_both(algo, 2000, preset="tows", target_sparsity=rule, update_interval=250)
     masked, sparse = (m.policy.sparse_controller for m in models)
     for controller in (masked, sparse):
         controller.refresh_targets()  # the last target update's rule (the masked target shows its update at once)
@@ -176,6 +182,22 @@ def test_same_weights_and_topologies_as_masked_tows(algo, rule):
             assert torch.equal(a.dense_mask(), b.dense_mask())
             scale = float(a.weight.detach().abs().max())
             torch.testing.assert_close(b.to_dense_weight(), a.weight.detach(), rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize(
+    "algo, settings",
+    [
+        ("dqn", dict(preset="dqn-rigl", mask_optimizer_moments=True, end_fraction=1.0)),
+        ("td3", dict(preset="tows", method="rigl")),
+    ],
+)
+def test_rigl_grows_where_the_masked_backend_grows(algo, settings):
+    # The sparse layers record the dense gradient on the steps that may be topology updates
+    # (TD3's actor steps every other update); a missing one would grow at random instead.
+    _, traces = train_both(algo, 400, update_interval=50, **settings)
+    assert len(traces[0]) == len(traces[1]) >= 8
+    for step_masks, step_sparse in zip(*traces, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(step_masks, step_sparse, strict=True))
 
 
 # -- checkpoints across backends ---------------------------------------------------------------------------
