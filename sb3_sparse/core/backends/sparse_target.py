@@ -47,6 +47,7 @@ class StagedTarget:
         outside[self.of_online] = False
         self.outside = torch.nonzero(outside).reshape(-1)  # U slots not in M: only ever decay
         self.live_online = live[self.of_online]  # which M slots are in S
+        self.newcomers_online = ~self.live_online  # N
         self.staging = TargetWeight(values[self.of_online].clone(), requires_grad=False)
         self.updated = [False]  # raised when a target update reads the staging tensor's .data
         self.staging.__dict__["network_flag"] = self.updated
@@ -70,24 +71,25 @@ class StagedTarget:
         """
         values, staging, live = target.values.detach(), self.staging.detach(), target.live
         assert live is not None
+        # index_select/index_copy_ rather than indexing: this runs on every target update.
         if self.outside.numel():
-            values[self.outside] = values[self.outside] * (1 - tau)
+            values.index_copy_(0, self.outside, values.index_select(0, self.outside).mul_(1 - tau))
         live_online = self.live_online
-        values[self.of_online] = torch.where(live_online, staging, 0.0)
+        values.index_copy_(0, self.of_online, torch.where(live_online, staging, 0.0))
         incoming = torch.where(live_online, 0.0, staging.abs())
         threshold = float(incoming.max()) if incoming.numel() else 0.0
         if threshold != threshold or threshold == float("inf"):
             raise FloatingPointError("non-finite target weight at an online-only position")
         if threshold == 0:
             return False  # no online-only connection has reached the target yet
-        # Only the entries of S at or below the threshold (L; a NaN among them) compete with N.
-        low = torch.nonzero(live & ~(values.abs() > threshold)).reshape(-1)
-        if not low.numel():
-            staging.masked_fill_(~live_online, 0.0)  # every newcomer stays out
+        # Only the entries of S at or below the threshold (L) compete with N; a NaN fails the test.
+        if float(torch.where(live, values.abs(), float("inf")).amin()) > threshold:
+            staging.masked_fill_(self.newcomers_online, 0.0)  # L is empty: every newcomer stays out
             return False
+        low = torch.nonzero(live & ~(values.abs() > threshold)).reshape(-1)
         if bool(torch.isnan(values[low]).any()):
             raise FloatingPointError("NaN target weight in the target's support")
-        newcomers = torch.nonzero(~live_online).reshape(-1)
+        newcomers = torch.nonzero(self.newcomers_online).reshape(-1)
         slots = torch.cat([low, self.of_online[newcomers]])
         magnitudes = torch.cat([values[low].abs(), incoming[newcomers]])
         by_slot = torch.argsort(slots)  # U slots are in position order
@@ -96,6 +98,7 @@ class StagedTarget:
         going, staying = slots[order[: newcomers.numel()]], slots[order[newcomers.numel() :]]
         live[going], live[staying] = False, True
         self.live_online = live_online = live[self.of_online]
+        self.newcomers_online = ~live_online
         kept = torch.where(live_online, staging, 0.0)
         staging.copy_(kept)
         values[going] = 0.0
