@@ -22,7 +22,7 @@ from .core.sparsify import LAYERS
 
 def _layer_entry(layer: nn.Module) -> dict[str, Any]:
     if isinstance(layer, SparseLayer):
-        dense = layer.dense_mask().numel()
+        dense = layer.n_possible()
         active = active_count(layer)
     else:
         dense = active = layer.weight.numel()

@@ -30,6 +30,10 @@ class SparseLayer:
         """Number of connections that exist."""
         raise NotImplementedError
 
+    def n_possible(self) -> int:
+        """Number of connections that could exist (the dense weight's size)."""
+        raise NotImplementedError
+
     def in_layout(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor``, saved by either backend (weight-shaped or one entry per active connection),
         shaped like this layer's trained weight tensor (optimizer state across backends)."""
@@ -65,6 +69,9 @@ class MaskedLayerMixin(SparseLayer):
 
     def n_active(self) -> int:
         return int(self.weight_mask.sum().item())
+
+    def n_possible(self) -> int:
+        return self.weight.numel()
 
     def in_layout(self, tensor: torch.Tensor) -> torch.Tensor:
         if tensor.shape == self.weight.shape:

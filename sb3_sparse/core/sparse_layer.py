@@ -132,6 +132,9 @@ class SparseLinear(SparseLayer, nn.Module):
     def n_active(self) -> int:
         return self.values.numel() if self.live is None else int(self.live.sum().item())
 
+    def n_possible(self) -> int:
+        return self.out_features * self.in_features
+
     def in_layout(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` (values-shaped, or dense weight-shaped from a masked checkpoint) as values-shaped."""
         if tensor.shape == self.values.shape:
@@ -191,7 +194,7 @@ class SparseLinear(SparseLayer, nn.Module):
             destination[f"{prefix}weight_positions"] = destination[f"{prefix}weight_positions"][self.live]
 
     def extra_repr(self) -> str:
-        density = self.n_active() / (self.out_features * self.in_features)
+        density = self.n_active() / self.n_possible()
         shape = f"in_features={self.in_features}, out_features={self.out_features}"
         return f"{shape}, bias={self.bias is not None}, density={density:.4f}"
 

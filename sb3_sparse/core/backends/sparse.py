@@ -65,8 +65,7 @@ class SparseBackend(Backend):
         return self.layers[i].values.numel() - (0 if free is None else free.numel())
 
     def size(self, i: int) -> int:
-        layer = self.layers[i]
-        return layer.in_features * layer.out_features
+        return self.layers[i].n_possible()
 
     def weight(self, i: int) -> torch.Tensor:
         return self.layers[i].to_dense_weight()  # once per layer and topology update; dropped slots are 0
