@@ -274,13 +274,15 @@ class SparseController(nn.Module):
         self.training_progress = float(progress)
 
     def write_state(self) -> None:
-        """Copy the Python-side counters into the buffers (before ``state_dict``)."""
+        """Copy the Python-side counters into the buffers and settle the backends (before ``state_dict``)."""
         self.n_updates.fill_(self.clock)
         self.topology_updates.fill_(self.n_topology_updates)
         self.changed_fraction.fill_(self.last_changed_fraction)
         self.train_flops.fill_(self.flops_so_far)
         self.progress.fill_(self.training_progress)
         self.epochs = torch.tensor([n.epoch for n in self.networks.values()], dtype=torch.int64)
+        for net in self.networks.values():
+            net.before_save()
 
     @torch.no_grad()
     def read_state(self) -> None:

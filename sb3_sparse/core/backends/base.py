@@ -173,6 +173,10 @@ class Backend(ABC):
         assert self.target is not None
         return nn.Module.parameters(self.target, recurse)
 
+    def before_save(self) -> None:  # noqa: B027 - most representations have nothing to settle
+        """Bring the tensors to the layout a checkpoint loads into, so a saved model and its loaded
+        copy continue alike (the controller calls it before ``state_dict``)."""
+
     def target_watched(self) -> bool:
         """Whether target updates are noticed (the target rule's trigger is in place)."""
         return True

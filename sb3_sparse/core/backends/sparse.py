@@ -206,6 +206,14 @@ class SparseBackend(Backend):
                     return f"layer {name!r} ({what})"
         return None
 
+    def before_save(self) -> None:
+        # A staged target holds explicit zeros where connections left since it was staged; a
+        # loaded copy holds its support alone: both restage from the support alone.
+        for i, target in enumerate(self.target_layers):
+            target.compact_()
+            self.staged[i] = None
+            self.synced[i] = None
+
     def reload(self) -> None:
         for i, layer in enumerate(self.layers):
             self._replace_parameter(i, layer.values)  # a checkpoint of another size gave it a new Parameter
