@@ -39,7 +39,6 @@ class StagedTarget:
         own_slots = find(union, own_positions)
         values[own_slots] = own_values
         live[own_slots] = True
-        self.count = own_positions.numel()
         target.set_topology_(union.to(torch.int32), values)
         target.live = live
         self.of_online = find(union, self.positions)  # U slot of each M slot
