@@ -24,8 +24,11 @@ from stable_baselines3.common.torch_layers import FlattenExtractor
 from torch import nn
 
 from . import compact_loader
+from .core import sparse_ops
 from .core.config import FIELDS
-from .core.layers import MaskedLayerMixin
+from .core.layers import SparseLayer, sparse_layers
+from .core.sparse_layer import SparseLinear
+from .core.sparsify import LINEAR
 
 __all__ = ["FORMATS", "export", "plain_policy"]
 
@@ -64,11 +67,14 @@ def plain_policy(policy: BasePolicy) -> BasePolicy:
     kwargs = {k: v for k, v in params.items() if k not in _NOT_POLICY_KWARGS}
     plain = plain_cls(params["observation_space"], params["action_space"], policy._dummy_schedule, **kwargs).to(policy.device)
     source = policy.state_dict()
-    masks = {f"{name}.weight": m.weight_mask for name, m in policy.named_modules() if isinstance(m, MaskedLayerMixin)}
+    # Either backend's sparse layers, as dense weights (absent entries exactly 0).
+    dense = {f"{name}.weight": layer.to_dense_weight() * layer.dense_mask() for name, layer in sparse_layers(policy)}
     state = {}
     for key, value in plain.state_dict().items():
-        if key in source:
-            state[key] = source[key] * masks[key] if key in masks else source[key]
+        if key in dense:
+            state[key] = dense[key]
+        elif key in source:
+            state[key] = source[key]
         elif key.endswith(".bias"):
             state[key] = torch.zeros_like(value)
         else:
@@ -84,7 +90,7 @@ def _export_sb3(model: BaseAlgorithm, path: Path) -> Path:
         source, target = _attribute(model.policy, name), _attribute(plain, name)
         if source is not None and target is not None:
             try:
-                target.load_state_dict(source.state_dict())
+                target.load_state_dict(_dense_optimizer_state(model.policy, source))
             except ValueError:  # parameters differ (bias=False): the plain policy keeps a fresh optimizer
                 pass
     params = plain._get_constructor_parameters()
@@ -95,6 +101,24 @@ def _export_sb3(model: BaseAlgorithm, path: Path) -> Path:
     export_model._create_aliases()  # actor/critic/q_net point at the plain policy's networks for saving
     export_model.save(path)
     return path if path.suffix == ".zip" else path.with_name(path.name + ".zip")
+
+
+def _dense_optimizer_state(policy: BasePolicy, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """``optimizer.state_dict()`` with a truly sparse layer's state laid out like its dense weight (0 where absent)."""
+    layers = {id(m.values): m for _, m in sparse_layers(policy) if isinstance(m, SparseLinear)}
+    state_dict = optimizer.state_dict()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    keys = [k for group in state_dict["param_groups"] for k in group["params"]]
+    for param, key in zip(params, keys, strict=True):
+        layer = layers.get(id(param))
+        if layer is not None and key in state_dict["state"]:
+            state_dict["state"][key] = {
+                name: sparse_ops.dense_weight(value, layer.index)
+                if torch.is_tensor(value) and value.shape == param.shape
+                else value
+                for name, value in state_dict["state"][key].items()
+            }
+    return state_dict
 
 
 def _attribute(obj: Any, dotted: str) -> Any:
@@ -114,10 +138,12 @@ def _export_compact(model: BaseAlgorithm, path: Path) -> Path:
     ops: list[dict[str, Any]] = []
     arrays: dict[str, np.ndarray] = {}
     for module in _modules(network):
-        if isinstance(module, nn.Linear):
+        if isinstance(module, LINEAR):
             key = f"layer{sum(op['op'] == 'linear' for op in ops)}"
-            weight = module.weight.detach().cpu().numpy().astype(np.float32).reshape(-1)
-            mask = module.weight_mask.cpu().numpy().reshape(-1) if isinstance(module, MaskedLayerMixin) else weight != 0
+            sparse = isinstance(module, SparseLayer)
+            weight = (module.to_dense_weight() if sparse else module.weight.detach()).cpu().numpy().astype(np.float32)
+            weight = weight.reshape(-1)
+            mask = module.dense_mask().cpu().numpy().reshape(-1) if sparse else weight != 0
             indices = np.flatnonzero(mask).astype(np.int32)
             arrays[f"{key}.values"], arrays[f"{key}.indices"] = weight[indices], indices
             if module.bias is not None:

@@ -1,4 +1,5 @@
-"""Sparse networks saved on their own (``model.q_net.save(path)``) load back with their masks.
+"""Sparse networks saved on their own (``model.q_net.save(path)``) load back with their masks
+(or, from the sparse backend, their values and positions).
 
 SB3's ``BaseModel.load`` rebuilds a network from its constructor arguments, which builds it
 dense, and then loads a state dict that holds masks (``weight_mask_bits``, or a float
@@ -18,6 +19,7 @@ from torch import nn
 
 from .core.layers import MaskedLayerMixin, replace_layer, to_masked
 from .core.mask_bits import BITS_KEY, MASK_KEY
+from .core.sparse_layer import SparseLinear
 
 _CLASSES: dict[type, type] = {}  # SB3 network class -> its sparse subclass
 
@@ -38,6 +40,13 @@ def mask_like_(module: nn.Module, state_dict: Mapping[str, Any]) -> None:
     """
     for key in state_dict:
         name, _, leaf = key.rpartition(".")
+        if leaf == "weight_positions":  # a sparse-backend layer: its positions come with the load
+            layer = module.get_submodule(name)
+            if isinstance(layer, nn.Linear):
+                positions = torch.zeros(0, dtype=torch.int32)
+                sparse = SparseLinear(layer.in_features, layer.out_features, positions, bias=f"{name}.bias" in state_dict)
+                replace_layer(module, name, sparse.to(layer.weight.device))
+            continue
         if leaf not in (BITS_KEY, MASK_KEY):
             continue
         layer = module.get_submodule(name)

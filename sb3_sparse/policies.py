@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import warnings
+import weakref
 from typing import Any, ClassVar
 
 from gymnasium import spaces
@@ -19,6 +20,7 @@ from torch import nn
 from .algorithms import calling_algorithm, check_algorithm, ensure_zoo_patch
 from .core.config import FIELDS, SparseConfig, preset_policy_defaults, resolve_config
 from .core.controller import SparseController
+from .core.sparse_layer import swap_parameters_, to_sparse_
 from .core.sparsify import record_output_positions, sparsify_
 from .networks import make_sparse_class_
 
@@ -111,6 +113,10 @@ class SparsePolicyMixin:
             if self._warned_shared:  # an extractor without weights (the default) loses nothing
                 warnings.warn(SHARED_EXTRACTOR_DENSE, stacklevel=4)
         sparsify_(network, self.sparse_config, self.sparse_config.network_sparsity(role), dense=dense)
+        if self.sparse_config.backend == "sparse":
+            # The masked network's weights and masks, stored as values at positions; an optimizer
+            # SB3 built already (on-policy algorithms) gets the new Parameters in _install_controller.
+            self.__dict__.setdefault("_converted", {}).update(to_sparse_(network))
         return make_sparse_class_(network)
 
     def _build(self, lr_schedule: Schedule) -> None:
@@ -120,6 +126,10 @@ class SparsePolicyMixin:
     def _install_controller(self) -> None:
         """Create the controller for the ``sparse_networks``; the first one's optimizer steps are the clock."""
         self.sparse_controller = SparseController(self.sparse_config)
+        algorithm = calling_algorithm()
+        if algorithm is not None:  # a target rule may need tau when a target update starts (read then)
+            owner = weakref.ref(algorithm)
+            self.sparse_controller.tau_source = lambda: float(owner().tau)  # type: ignore[union-attr]
         example, _ = self.obs_to_tensor(self.observation_space.sample())  # type: ignore[attr-defined]
         for i, (name, target_name) in enumerate(self.sparse_networks):
             online = getattr(self, name)
@@ -129,8 +139,10 @@ class SparsePolicyMixin:
             extractor = getattr(online, "features_extractor", None)
             if extractor is not None and any(isinstance(m, nn.Conv2d) for m in extractor.modules()):
                 record_output_positions(extractor, preprocess_obs(example, self.observation_space))
+            swap_parameters_(optimizer, self.__dict__.get("_converted", {}))
             self.sparse_controller.add_network(name, online, target, clock=i == 0)
             self.sparse_controller.attach_optimizer(name, optimizer)
+        self.__dict__.pop("_converted", None)  # the dense weights it names are gone from the networks
         self.register_state_dict_pre_hook(_before_state_dict)  # type: ignore[attr-defined]
         self.register_load_state_dict_post_hook(_after_load_state_dict)  # type: ignore[attr-defined]
 

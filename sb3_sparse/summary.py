@@ -15,14 +15,17 @@ from typing import Any
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from torch import nn
 
-from .core.layers import MaskedLayerMixin, active_count
+from .core.layers import SparseLayer, active_count
 from .core.methods import METHODS
-from .core.sparsify import WEIGHTED
+from .core.sparsify import LAYERS
 
 
 def _layer_entry(layer: nn.Module) -> dict[str, Any]:
-    dense = layer.weight.numel()
-    active = active_count(layer) if isinstance(layer, MaskedLayerMixin) else dense
+    if isinstance(layer, SparseLayer):
+        dense = layer.n_possible()
+        active = active_count(layer)
+    else:
+        dense = active = layer.weight.numel()
     positions = getattr(layer, "output_positions", 1)
     return {
         "active_weights": active,
@@ -35,7 +38,7 @@ def _layer_entry(layer: nn.Module) -> dict[str, Any]:
 
 def network_summary(network: nn.Module) -> dict[str, Any]:
     """Active/dense weights, sparsity and per-sample forward FLOPs of one network and its layers."""
-    layers = {name: _layer_entry(m) for name, m in network.named_modules() if isinstance(m, WEIGHTED)}
+    layers = {name: _layer_entry(m) for name, m in network.named_modules() if isinstance(m, LAYERS)}
     entry: dict[str, Any] = {key: sum(layer[key] for layer in layers.values()) for key in _SUMMED}
     entry["sparsity"] = 1.0 - entry["active_weights"] / entry["dense_weights"]
     entry["layers"] = layers

@@ -17,6 +17,8 @@ CASES = {
     "TD3": (TD3, "Pendulum-v1", dict(preset="tows", sparsity=0.8)),
     "SAC": (SAC, "Pendulum-v1", dict(preset="ds-sac", sparsity=0.8, bias=False)),  # no biases: exported as zeros
     "DQN": (DQN, "CartPole-v1", dict(sparsity=0.8)),
+    "TD3-sparse": (TD3, "Pendulum-v1", dict(preset="tows", sparsity=0.8, backend="sparse")),
+    "DQN-sparse": (DQN, "CartPole-v1", dict(sparsity=0.8, backend="sparse")),  # a sparse output layer too
 }
 CONTRIB = {
     "QRDQN": (QRDQN, "CartPole-v1", dict(sparsity=0.8, sparse_output_layer=True)),
@@ -74,7 +76,7 @@ from stable_baselines3 import DQN, SAC, TD3
 expected = np.load("expected.npz")
 out = {{}}
 for name in {list(CASES)!r}:
-    model = {{"TD3": TD3, "SAC": SAC, "DQN": DQN}}[name].load(name + ".zip", device="cpu")
+    model = {{"TD3": TD3, "SAC": SAC, "DQN": DQN}}[name.split("-")[0]].load(name + ".zip", device="cpu")
     actions, _ = model.predict(expected[name + ".obs"], deterministic=True)
     np.testing.assert_array_equal(actions, expected[name])
     out[name] = type(model.policy).__module__
@@ -123,11 +125,15 @@ def test_contrib_models_export_to_their_own_policy_class(tmp_path, name):
     np.testing.assert_allclose(actions, model.predict(obs, deterministic=True)[0], rtol=1e-5, atol=1e-5)
 
 
-def test_exported_zip_keeps_training_state_and_rejects_unknown_formats(tmp_path):
-    model = trained(*CASES["TD3"])
+@pytest.mark.parametrize("case", ["TD3", "TD3-sparse"])
+def test_exported_zip_keeps_training_state_and_rejects_unknown_formats(tmp_path, case):
+    model = trained(*CASES[case])
     loaded = TD3.load(sb3_sparse.export(model, tmp_path / "td3"), device="cpu")
     assert loaded._n_updates == model._n_updates
     moments = model.actor.optimizer.state_dict()["state"][0]["exp_avg"]
-    assert np.array_equal(loaded.actor.optimizer.state_dict()["state"][0]["exp_avg"].numpy(), moments.numpy())
+    exported = loaded.actor.optimizer.state_dict()["state"][0]["exp_avg"]
+    assert exported.shape == loaded.actor.mu[0].weight.shape  # dense, as SB3's own policy trains it
+    first = model.actor.mu[0]  # the sparse backend's state is per active connection: compare there
+    assert np.array_equal(first.in_layout(exported).numpy(), moments.numpy())
     with pytest.raises(ValueError, match="Unknown format='onnx'"):
         sb3_sparse.export(model, tmp_path / "td3", format="onnx")

@@ -13,6 +13,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import set_random_seed
 
 from sb3_sparse import SparseTrainingCallback
+from sb3_sparse.core.layers import sparse_layers, trained_parameter
 
 ALGOS = {"td3": TD3, "sac": SAC, "dqn": DQN}
 
@@ -60,6 +61,10 @@ def assert_identical(a, b):
         ("sac", dict(preset="tows")),
         ("dqn", dict(preset="dqn-rigl", mask_optimizer_moments=True, end_fraction=1.0)),
         ("dqn", dict(preset="dqn-gmp", sparse_output_layer=False, prune_start_fraction=0.0, prune_end_fraction=1.0)),
+        ("td3", dict(preset="tows", backend="sparse")),
+        ("sac", dict(preset="tows", backend="sparse", target_sparsity="online_mask")),
+        ("dqn", dict(preset="dqn-rigl", backend="sparse", end_fraction=1.0)),
+        ("dqn", dict(preset="dqn-gmp", backend="sparse", prune_start_fraction=0.0, prune_end_fraction=1.0)),
     ],
 )
 def test_loaded_model_continues_bit_identically(tmp_path, algo, settings):
@@ -108,19 +113,27 @@ def test_loading_without_the_plugin_fails_clearly(tmp_path):
 
 @pytest.mark.parametrize(
     "algo, network, settings",
-    [("dqn", "q_net", {}), ("dqn", "q_net", dict(bias=False)), ("td3", "actor", {}), ("sac", "actor", {})],
+    [
+        ("dqn", "q_net", {}),
+        ("dqn", "q_net", dict(bias=False)),
+        ("td3", "actor", {}),
+        ("sac", "actor", {}),
+        ("dqn", "q_net", dict(backend="sparse")),
+        ("td3", "actor", dict(backend="sparse", bias=False)),
+    ],
 )
 def test_a_network_saved_alone_loads_back(tmp_path, algo, network, settings):
     # (SB3's critics cannot be saved alone: they do not record their constructor arguments.)
     model = make(algo, preset="tows" if algo != "dqn" else "dqn-rigl", **settings)
     net = getattr(model.policy, network)
     with torch.no_grad():  # weights that differ from a fresh network's
-        for layer in net.modules():
-            if hasattr(layer, "weight_mask"):
-                layer.weight.add_(1.0).mul_(layer.weight_mask)
+        for _, layer in sparse_layers(net):
+            weight = trained_parameter(layer)
+            weight.add_(1.0).mul_(layer.in_layout(layer.dense_mask()))
     net.save(tmp_path / "net.pt")
     loaded = type(net).load(tmp_path / "net.pt", device="cpu")
     assert isinstance(loaded, type(net).__mro__[1])  # the SB3 network class
     state, loaded_state = net.state_dict(), loaded.state_dict()
-    assert state.keys() == loaded_state.keys() and any(key.endswith("weight_mask_bits") for key in state)
+    topology = "weight_positions" if settings.get("backend") == "sparse" else "weight_mask_bits"
+    assert state.keys() == loaded_state.keys() and any(key.endswith(topology) for key in state)
     assert all(torch.equal(state[key], loaded_state[key]) for key in state)

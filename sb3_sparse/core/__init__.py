@@ -3,7 +3,8 @@
 from .config import FIELDS, PRESETS, SparseConfig, resolve_config
 from .controller import SparseController
 from .distributions import lambda_counts, layer_counts, random_mask
-from .layers import MaskedConv2d, MaskedLinear, active_count, sparse_layers, to_masked
+from .layers import MaskedConv2d, MaskedLinear, SparseLayer, active_count, sparse_layers, to_masked
+from .sparse_layer import SparseLinear, to_sparse_
 
 __all__ = [
     "FIELDS",
@@ -12,6 +13,8 @@ __all__ = [
     "MaskedLinear",
     "SparseConfig",
     "SparseController",
+    "SparseLayer",
+    "SparseLinear",
     "active_count",
     "lambda_counts",
     "layer_counts",
@@ -19,4 +22,5 @@ __all__ = [
     "resolve_config",
     "sparse_layers",
     "to_masked",
+    "to_sparse_",
 ]

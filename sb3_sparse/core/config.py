@@ -20,6 +20,11 @@ from .methods import METHODS
 DROP_SCHEDULES = ("constant", "cosine")
 TARGET_RULES = ("magnitude", "online_mask")
 INITS = ("dense", "sparse")
+BACKEND_NAMES = ("masked", "sparse")
+SPARSE_NEEDS_MOMENTS = (
+    "backend='sparse' keeps optimizer state for active connections only, which is moment masking: "
+    "mask_optimizer_moments must be True with it, got mask_optimizer_moments={value!r}"
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,12 @@ class SparseConfig:
         initialization times the mask, Sokar et al.'s code) or ``"sparse"`` (every active weight
         redrawn Glorot-uniform from its units' sparse fan-in and fan-out, Graesser et al.'s code;
         see :func:`sb3_sparse.core.initialization.sparse_init_`).
+    :param backend: how sparse layers are stored: ``"masked"`` (dense weights plus a mask, any
+        layer) or ``"sparse"`` (active connections only, as values at positions; Linear layers
+        only). The sparse backend keeps optimizer state for active connections only, which is
+        moment masking, so it requires ``mask_optimizer_moments=True``; the sparse policies set it
+        for presets that leave it off (``static``: identical either way; ``ds-td3``/``ds-sac``:
+        a regrown connection's second moment then restarts at 0) and refuse an explicit ``False``.
     """
 
     method: str = "set"
@@ -73,6 +84,7 @@ class SparseConfig:
     dormant_interval: int = 0
     dormant_threshold: float = 0.1
     init: str = "dense"
+    backend: str = "masked"
 
     def __post_init__(self) -> None:
         self._to_python_scalars()
@@ -81,6 +93,7 @@ class SparseConfig:
         _check_choice("drop_schedule", self.drop_schedule, DROP_SCHEDULES)
         _check_choice("target_sparsity", self.target_sparsity, TARGET_RULES)
         _check_choice("init", self.init, INITS)
+        _check_choice("backend", self.backend, BACKEND_NAMES)
         for name in ("sparsity", "actor_sparsity", "critic_sparsity", "initial_sparsity"):
             value = getattr(self, name)
             if value is not None and not (_is_number(value) and 0.0 <= value < 1.0):
@@ -108,6 +121,8 @@ class SparseConfig:
         for name in ("mask_optimizer_moments", "sparse_output_layer", "bias"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.backend == "sparse" and not self.mask_optimizer_moments:
+            raise ValueError(SPARSE_NEEDS_MOMENTS.format(value=self.mask_optimizer_moments))
 
     def _to_python_scalars(self) -> None:
         """NumPy scalars (``np.float32(0.5)``, ``np.int64(50)``) become the Python numbers they equal.
@@ -277,6 +292,8 @@ def resolve_config(preset: str | None, algo: str, overrides: dict[str, Any], own
     given = {k: v for k, v in overrides.items() if v is not None}
     _check_lambdas_alone(given)
     values = {"drop_fraction": DEFAULT_DROP_FRACTION.get(algo, 0.05)} | PRESETS[preset] | given
+    if values.get("backend") == "sparse" and "mask_optimizer_moments" not in given:
+        values["mask_optimizer_moments"] = True  # what the sparse backend does by construction (see SparseConfig)
     if values.get("lambdas") is not None:
         values["lambdas"] = tuple(values["lambdas"])
     return SparseConfig(**values)

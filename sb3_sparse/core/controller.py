@@ -14,12 +14,12 @@ whoever runs training.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 
-from .backends import Backend, MaskedBackend, NonFiniteError, TargetWeight
+from .backends import BACKENDS, Backend, NonFiniteError
 from .config import SparseConfig
 from .methods import METHODS
 
@@ -35,17 +35,19 @@ class SparseController(nn.Module):
 
     :param config: the sparse settings.
     :param seed: seed of the topology random generator (drawn from torch's global RNG if ``None``).
-    :param backend: the layer representation of the networks.
+    :param backend: the layer representation of the networks (default: ``config.backend``'s).
     """
 
-    def __init__(self, config: SparseConfig, seed: int | None = None, backend: type[Backend] = MaskedBackend) -> None:
+    def __init__(self, config: SparseConfig, seed: int | None = None, backend: type[Backend] | None = None) -> None:
         super().__init__()
         self.config = config
         self.method = METHODS[config.method]
         # Read on every optimizer step: plain attributes, decided once.
         self.evolves = self.method.evolves
         self.keeps_gradient = self.method.needs_gradient
-        self.backend = backend
+        self.backend = BACKENDS[config.backend] if backend is None else backend
+        # Returns the algorithm's current soft-update coefficient (set by whoever builds the networks).
+        self.tau_source: Callable[[], float] | None = None
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
         self.generator = torch.Generator()
@@ -87,7 +89,7 @@ class SparseController(nn.Module):
         :param target: its target network, if any (same layer names).
         :param clock: whether this network's optimizer steps count gradient updates.
         """
-        net = self.backend(name, online, target, clock, self.config.target_sparsity)
+        net = self.backend(name, online, target, clock, self.config.target_sparsity, tau=self._tau)
         self.networks[name] = net
         self.epochs = torch.zeros(len(self.networks), dtype=torch.int64)
         if target is not None:
@@ -96,6 +98,14 @@ class SparseController(nn.Module):
             # previous update gets its rule there, so each update is pruned before the next even
             # with no target forward in between (DQN's soft updates during rollouts).
             target.parameters = lambda recurse=True: self._target_parameters(net, recurse)
+
+    def _tau(self) -> float:
+        if self.tau_source is None:
+            raise RuntimeError(
+                "sb3_sparse: backend='sparse' with target_sparsity='magnitude' needs the algorithm's tau to update "
+                "the target's own connections; build the policy through an SB3 algorithm or set sparse_controller.tau_source"
+            )
+        return self.tau_source()
 
     def attach_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> None:
         """Install the step hooks on ``optimizer`` (idempotent).
@@ -108,8 +118,14 @@ class SparseController(nn.Module):
         net = self.networks[name]
         for handle in net.handles:
             handle.remove()
+        if net.load_handle is not None:
+            net.load_handle.remove()
         moments, evolves = self.config.mask_optimizer_moments, self.evolves
         net.attach(optimizer, evolves, moments)
+        # A checkpoint of either backend: its optimizer state in this backend's layout.
+        net.load_handle = optimizer.register_load_state_dict_pre_hook(net.convert_loaded_state)
+        if self.keeps_gradient:
+            net.want_dense_gradient(True)  # in case the first step is due; re-decided after each step
         net.handles = []
         if not moments:
             net.handles.append(optimizer.register_step_pre_hook(lambda opt, args, kwargs: self._before_step(net)))
@@ -140,7 +156,7 @@ class SparseController(nn.Module):
                 net.target_handle is None
                 or net.target_handle.id not in net.target._forward_pre_hooks
                 or "parameters" not in net.target.__dict__
-                or any(not isinstance(t.weight, TargetWeight) for t in net.target_layers)
+                or not net.target_watched()
             ):
                 problems.append(f"{net.name}: target rule")
         return problems
@@ -175,12 +191,23 @@ class SparseController(nn.Module):
             if net.clock:
                 self.clock += 1
             if self.keeps_gradient and self._due(net):
-                net.dense_grads = net.gradients()  # never masked in this mode: the dense gradient
+                net.dense_grads = net.dense_gradients()  # never masked in this mode: the dense gradient
             net.mask_after_step()
         elif net.remask_weights:
             net.remask()
         if self._due(net):
             self._update_topology(net)
+        if self.keeps_gradient:
+            self._want_dense_gradient(net)
+
+    def _want_dense_gradient(self, net: Backend) -> None:
+        """Tell the backend whether this network's next step may be a topology update (which needs
+        its dense gradient): by the clock, counting as many updates ahead as since its last step."""
+        ahead = max(1, self.clock - net.last_step)
+        net.last_step = self.clock
+        cfg = self.config
+        soon = (self.clock + ahead) // cfg.update_interval > net.epoch
+        net.want_dense_gradient(soon and self.method.window(cfg, self.training_progress))
 
     @torch.no_grad()
     def _update_topology(self, net: Backend) -> None:
@@ -226,7 +253,7 @@ class SparseController(nn.Module):
 
     def _target_parameters(self, net: Backend, recurse: bool = True) -> Iterator[nn.Parameter]:
         self._refresh_target(net)  # an update not yet followed by a target forward: apply its rule now
-        return nn.Module.parameters(net.target, recurse)
+        return net.target_parameters(recurse)
 
     def _nonfinite(self, net: Backend, where: str) -> NonFiniteError:
         return NonFiniteError(
@@ -247,13 +274,15 @@ class SparseController(nn.Module):
         self.training_progress = float(progress)
 
     def write_state(self) -> None:
-        """Copy the Python-side counters into the buffers (before ``state_dict``)."""
+        """Copy the Python-side counters into the buffers and settle the backends (before ``state_dict``)."""
         self.n_updates.fill_(self.clock)
         self.topology_updates.fill_(self.n_topology_updates)
         self.changed_fraction.fill_(self.last_changed_fraction)
         self.train_flops.fill_(self.flops_so_far)
         self.progress.fill_(self.training_progress)
         self.epochs = torch.tensor([n.epoch for n in self.networks.values()], dtype=torch.int64)
+        for net in self.networks.values():
+            net.before_save()
 
     @torch.no_grad()
     def read_state(self) -> None:

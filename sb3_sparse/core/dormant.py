@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .sparsify import WEIGHTED, output_layer_names
+from .sparsify import LAYERS, output_layer_names
 
 ACTIVATIONS = tuple(
     getattr(nn.modules.activation, name)
@@ -32,7 +32,7 @@ def hidden_activations(network: nn.Module) -> list[tuple[str, nn.Module]]:
         last = None
         for child_name, child in parent.named_children():
             full = f"{parent_name}.{child_name}" if parent_name else child_name
-            if isinstance(child, WEIGHTED):
+            if isinstance(child, LAYERS):
                 last = full
             elif isinstance(child, ACTIVATIONS) and last is not None and last not in outputs:
                 found.append((last, child))

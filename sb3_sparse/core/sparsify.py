@@ -11,8 +11,11 @@ from .config import SparseConfig
 from .distributions import lambda_counts, layer_counts, random_mask
 from .initialization import sparse_init_
 from .layers import replace_layer, to_masked
+from .sparse_layer import SparseLinear
 
-WEIGHTED = (nn.Linear, nn.Conv2d)
+WEIGHTED = (nn.Linear, nn.Conv2d)  # what sparsify_ makes sparse
+LINEAR = (nn.Linear, SparseLinear)
+LAYERS = (*WEIGHTED, SparseLinear)  # every layer with a weight, the truly sparse one included
 
 
 def output_layer_names(network: nn.Module, hidden_heads: tuple[str, ...] = ("latent_pi", "latent_vf")) -> set[str]:
@@ -26,13 +29,13 @@ def output_layer_names(network: nn.Module, hidden_heads: tuple[str, ...] = ("lat
     in_sequential: set[str] = set()
     for name, module in network.named_modules():
         if isinstance(module, nn.Sequential):
-            children = [f"{name}.{i}" if name else str(i) for i, m in enumerate(module) if isinstance(m, nn.Linear)]
+            children = [f"{name}.{i}" if name else str(i) for i, m in enumerate(module) if isinstance(m, LINEAR)]
             in_sequential.update(f"{name}.{i}" if name else str(i) for i in range(len(module)))
             hidden = name.rsplit(".", 1)[-1] in hidden_heads or "features_extractor" in name
             if children and not hidden:
                 outputs.add(children[-1])
     for name, module in network.named_modules():
-        if isinstance(module, nn.Linear) and name not in in_sequential and "features_extractor" not in name:
+        if isinstance(module, LINEAR) and name not in in_sequential and "features_extractor" not in name:
             outputs.add(name)
     return outputs
 

@@ -15,7 +15,7 @@ import torch
 from .layers import MaskedLayerMixin
 
 
-def _top_positions(scores: torch.Tensor, candidates: torch.Tensor, n: int, largest: bool) -> torch.Tensor:
+def top_positions(scores: torch.Tensor, candidates: torch.Tensor, n: int, largest: bool) -> torch.Tensor:
     """Flat indices of the ``n`` best-scoring positions among ``candidates`` (a 0/1 tensor)."""
     fill = float("-inf") if largest else float("inf")
     masked = torch.where(candidates.bool(), scores, torch.full_like(scores, fill))
@@ -27,7 +27,7 @@ def drop_smallest(layer: MaskedLayerMixin, n: int, scores: torch.Tensor | None =
     """Remove the ``n`` active connections with the lowest ``scores`` (default: closest to
     zero); return their flat indices."""
     scores = layer.weight.abs() if scores is None else scores
-    dropped = _top_positions(scores, layer.weight_mask, n, largest=False)
+    dropped = top_positions(scores, layer.weight_mask, n, largest=False)
     layer.weight_mask.view(-1)[dropped] = 0.0
     layer.weight.view(-1)[dropped] = 0.0
     return dropped
@@ -36,7 +36,7 @@ def drop_smallest(layer: MaskedLayerMixin, n: int, scores: torch.Tensor | None =
 @torch.no_grad()
 def grow_best(layer: MaskedLayerMixin, n: int, scores: torch.Tensor) -> torch.Tensor:
     """Add the ``n`` absent connections with the highest ``scores``; they start at exactly zero."""
-    grown = _top_positions(scores, 1.0 - layer.weight_mask, n, largest=True)
+    grown = top_positions(scores, 1.0 - layer.weight_mask, n, largest=True)
     layer.weight_mask.view(-1)[grown] = 1.0
     layer.weight.view(-1)[grown] = 0.0
     return grown

@@ -28,6 +28,8 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
 from torch import nn
 
+from ..core.layers import SparseLayer
+from ..core.sparsify import LINEAR
 from ..denormal import DenormalScope, flush_denormal
 from ..paper import read_policy_kwargs
 from ..summary import network_summary
@@ -72,9 +74,8 @@ def _networks(model: Any) -> dict[str, nn.Module]:
 def input_connectivity(model: Any) -> list[int]:
     """Active connections per observation feature in the first layer of the acting network."""
     net = next(iter(_networks(model).values()))
-    layer = next(m for m in net.modules() if isinstance(m, nn.Linear))
-    mask = getattr(layer, "weight_mask", None)
-    active = (mask if mask is not None else torch.ones_like(layer.weight)) != 0
+    layer = next(m for m in net.modules() if isinstance(m, LINEAR))
+    active = (layer.dense_mask() if isinstance(layer, SparseLayer) else torch.ones_like(layer.weight)) != 0
     return [int(n) for n in active.sum(dim=0)]
 
 

@@ -10,11 +10,13 @@ keeps absent connections absent. The controller decides *when* and *how many*; a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..layers import MaskedLayerMixin, sparse_layers
+from ..layers import SparseLayer, sparse_layers, trained_parameter
 
 
 class TargetWeight(nn.Parameter):
@@ -47,32 +49,41 @@ class Backend(ABC):
     :param target: its target network (same layer names), or ``None``.
     :param clock: whether this network's optimizer steps count gradient updates.
     :param target_rule: ``"magnitude"`` or ``"online_mask"`` (see :meth:`apply_target_rule`).
+    :param tau: returns the algorithm's current soft-update coefficient (a backend whose target
+        rule needs it reads it when a target update starts), or ``None`` if unknown.
     """
 
-    def __init__(self, name: str, online: nn.Module, target: nn.Module | None, clock: bool, target_rule: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        online: nn.Module,
+        target: nn.Module | None,
+        clock: bool,
+        target_rule: str,
+        tau: Callable[[], float] | None = None,
+    ) -> None:
         self.name = name
         self.online = online
         self.target = target
         self.clock = clock
         self.target_rule = target_rule
+        self.tau = tau
         named = sparse_layers(online)
         if not named:
             raise ValueError(f"network {name!r} has no sparse layer")
         self.layer_names = [n for n, _ in named]
-        self.layers: list[MaskedLayerMixin] = [m for _, m in named]
-        self.target_layers: list[MaskedLayerMixin] = []
-        self.target_updated = [False]  # raised by any of this network's TargetWeight on update
+        self.layers: list[Any] = [m for _, m in named]
+        self.target_layers: list[Any] = []
+        self.target_updated = [False]  # raised when the target may have been updated (see the controller)
         if target is not None:
-            self.target_layers = [target.get_submodule(n) for n in self.layer_names]  # type: ignore[misc]
-            for layer in self.target_layers:
-                if not isinstance(layer.weight, TargetWeight):
-                    layer.weight = TargetWeight(layer.weight.detach(), requires_grad=layer.weight.requires_grad)
-                layer.weight.__dict__["network_flag"] = self.target_updated
+            self.target_layers = [target.get_submodule(n) for n in self.layer_names]
         self.optimizer: torch.optim.Optimizer | None = None
         self.handles: list = []
         self.target_handle = None
+        self.load_handle = None
         self.remask_weights = False  # re-zero absent weights after every step (set with the optimizer)
         self.epoch = 0  # clock // update_interval at this network's last topology update
+        self.last_step = 0  # the clock at this network's last optimizer step
         self.dense_grads: list[torch.Tensor] | None = None  # kept for a gradient scorer at a topology update
         self.counts = [self.active_count(i) for i in range(len(self.layers))]
         # Gradual pruning shrinks the counts towards these.
@@ -147,3 +158,46 @@ class Backend(ABC):
     @abstractmethod
     def remask(self) -> None:
         """After the step of an optimizer that may move absent weights (``remask_weights``): re-zero them."""
+
+    # -- what a representation may add; these defaults suit dense weight storage ----------------
+
+    def dense_gradients(self) -> list[torch.Tensor] | None:
+        """Per layer, the dense weight-shaped gradient of this step (for a gradient scorer), or ``None``."""
+        return self.gradients()
+
+    def want_dense_gradient(self, wanted: bool) -> None:  # noqa: B027 - most representations have it anyway
+        """Whether the coming optimizer steps need :meth:`dense_gradients` (a truly sparse layer must record them)."""
+
+    def target_parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:
+        """What a target update (SB3's ``polyak_update`` over ``target.parameters()``) updates."""
+        assert self.target is not None
+        return nn.Module.parameters(self.target, recurse)
+
+    def before_save(self) -> None:  # noqa: B027 - most representations have nothing to settle
+        """Bring the tensors to the layout a checkpoint loads into, so a saved model and its loaded
+        copy continue alike (the controller calls it before ``state_dict``)."""
+
+    def target_watched(self) -> bool:
+        """Whether target updates are noticed (the target rule's trigger is in place)."""
+        return True
+
+    def convert_loaded_state(self, optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+        """An optimizer ``load_state_dict`` pre-hook: state saved by either backend, in this one's layout.
+
+        A checkpoint's optimizer state of a sparse layer is weight-shaped (masked backend) or one
+        entry per active connection (sparse backend); the policy's layers are loaded first (SB3
+        loads ``policy`` before the optimizers), so their positions say where each entry goes.
+        """
+        layers: dict[int, SparseLayer] = {id(trained_parameter(layer)): layer for layer in self.layers}
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        saved = [i for group in state_dict["param_groups"] for i in group["params"]]
+        state = dict(state_dict["state"])
+        for param, key in zip(params, saved, strict=False):
+            layer = layers.get(id(param))
+            if layer is None or key not in state:
+                continue
+            state[key] = {
+                name: layer.in_layout(value) if isinstance(value, torch.Tensor) and value.dim() > 0 else value
+                for name, value in state[key].items()
+            }
+        return {**state_dict, "state": state}

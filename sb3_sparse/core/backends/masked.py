@@ -8,6 +8,7 @@ step); the layer kernels themselves are in :mod:`sb3_sparse.core.topology`.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,7 +23,7 @@ from ..topology import (
     mask_state_,
     prune_to_magnitude_,
 )
-from .base import Backend, NonFiniteError
+from .base import Backend, NonFiniteError, TargetWeight
 
 # Optimizer state whose square root the update takes (Adam, AMSGrad, RMSprop).
 SQRT_STATE_KEYS = ("exp_avg_sq", "max_exp_avg_sq", "square_avg")
@@ -39,8 +40,14 @@ MOMENT_SAFE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
 class MaskedBackend(Backend):
     """One network whose sparse layers are :class:`~sb3_sparse.core.layers.MaskedLayerMixin` layers."""
 
-    def __init__(self, name: str, online: nn.Module, target: nn.Module | None, clock: bool, target_rule: str) -> None:
-        super().__init__(name, online, target, clock, target_rule)
+    def __init__(
+        self, name: str, online: nn.Module, target: nn.Module | None, clock: bool, target_rule: str, **kwargs: Any
+    ) -> None:
+        super().__init__(name, online, target, clock, target_rule, **kwargs)
+        for layer in self.target_layers:  # an update raises target_updated (see TargetWeight)
+            if not isinstance(layer.weight, TargetWeight):
+                layer.weight = TargetWeight(layer.weight.detach(), requires_grad=layer.weight.requires_grad)
+            layer.weight.__dict__["network_flag"] = self.target_updated
         # Per target layer: TargetSupport (magnitude rule), True (online_mask rule, in sync) or
         # None (to be rebuilt: the online mask changed or state was loaded).
         self.target_index: list = [None] * len(self.target_layers)
@@ -75,6 +82,9 @@ class MaskedBackend(Backend):
         """The ``FIRST_MOMENT_KEYS`` state of ``layer.weight``."""
         state = self.optimizer.state.get(layer.weight, {}) if self.optimizer is not None else {}
         return (state[key] for key in FIRST_MOMENT_KEYS if key in state)
+
+    def target_watched(self) -> bool:
+        return all(isinstance(t.weight, TargetWeight) for t in self.target_layers)
 
     # -- the topology --------------------------------------------------------------------------
 
