@@ -164,10 +164,12 @@ def _forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``x @ W.T + bias`` for a 2-D ``x``, computed as ``(W @ x.T).T``, and ``x.T`` (contiguous).
 
-    The result is contiguous like ``F.linear``'s, so that callers may ``view`` it.
+    The result is the transposed view of the ``(out, batch)`` product, not a copy: element-wise
+    activations keep that layout, so the next sparse layer's ``x.T`` is contiguous for free.
+    Each transpose copy avoided saves about a third of a 256x256 product at 90 % sparsity.
     """
-    x_t = x.T.contiguous()
-    return _times(index.csr(values), x_t, bias).T.contiguous(), x_t
+    x_t = x.T.contiguous()  # free when x is the previous sparse layer's (activated) output
+    return _times(index.csr(values), x_t, bias).T, x_t
 
 
 class _SparseLinearFunction(torch.autograd.Function):
@@ -177,6 +179,7 @@ class _SparseLinearFunction(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, values: torch.Tensor, index: SparseIndex, bias: torch.Tensor | None) -> torch.Tensor:
         y, x_t = _forward(x, values, index, bias)
         ctx.index = index
+        ctx.x_contiguous = x.is_contiguous()
         # Save only what the requested gradients read: x for grad_values, values for grad_x.
         ctx.save_for_backward(x_t if ctx.needs_input_grad[1] else None, values if ctx.needs_input_grad[0] else None)
         return y
@@ -188,8 +191,10 @@ class _SparseLinearFunction(torch.autograd.Function):
         grad_y_t = grad_y.T.contiguous()
         grad_x = grad_values = grad_bias = None
         if ctx.needs_input_grad[0]:
-            # A transposed view: the next backward's grad_y.T.contiguous() is then free.
+            # In x's own layout: element-wise backward ops (the activation before this layer)
+            # are several times slower when their two inputs' layouts differ.
             grad_x = _times(index.csr_transposed(values), grad_y_t).T
+            grad_x = grad_x.contiguous() if ctx.x_contiguous else grad_x
         if ctx.needs_input_grad[1]:
             # beta=0 still multiplies the input's values (0 * NaN = NaN): give it zeros.
             grad_values = torch.sparse.sampled_addmm(index.zeros_csr(grad_y.dtype), grad_y_t, x_t.T, beta=0).values()
@@ -232,4 +237,4 @@ def sparse_linear(x: torch.Tensor, values: torch.Tensor, index: SparseIndex, bia
         return F.linear(x, dense_weight(values, index), bias)
     x_2d = x.reshape(-1, inp)
     y = _SparseLinearFunction.apply(x_2d, values, index, bias) if grad else _forward(x_2d, values, index, bias)[0]
-    return y.view(*x.shape[:-1], out)
+    return y if x.dim() == 2 else y.reshape(*x.shape[:-1], out)
