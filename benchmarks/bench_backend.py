@@ -102,6 +102,21 @@ def time_learn(models: dict[str, BaseAlgorithm], args: argparse.Namespace) -> di
     return times
 
 
+def time_predict(models: dict[str, BaseAlgorithm], args: argparse.Namespace) -> dict[str, list[float]]:
+    """Seconds per batch-1 ``model.predict`` (deterministic, one observation) of each model, one value per round."""
+    obs = next(iter(models.values())).observation_space.sample()
+    times: dict[str, list[float]] = {name: [] for name in models}
+    names = list(models)
+    for round_ in range(args.repeats):
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            predict = models[name].predict
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                predict(obs, deterministic=True)
+            times[name].append((time.perf_counter() - start) / args.steps)
+    return times
+
+
 def timing_summary(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     """Median seconds per step; median and quartiles of the per-round speedup over dense."""
     summary = {}
@@ -131,12 +146,29 @@ def memory_bytes(model: BaseAlgorithm) -> dict[str, int]:
     policy = model.policy
     optimizers = [getattr(policy, name).optimizer for name in ("actor", "critic")]
     state = [v for opt in optimizers for s in opt.state.values() for v in s.values() if torch.is_tensor(v) and v.dim() > 0]
+    parameters, buffers = list(policy.parameters()), list(policy.buffers())
     sizes = {
-        "parameters": tensor_bytes(list(policy.parameters())),
-        "buffers": tensor_bytes(list(policy.buffers())),
+        "parameters": tensor_bytes(parameters),
+        "buffers": tensor_bytes(buffers),
         "optimizer_state": tensor_bytes(state),
     }
+    # The sparse kernels' index arrays (CSR column indices, the transpose where a layer
+    # backpropagates, ...): what they add beyond the tensors already counted.
+    every = parameters + buffers + state + index_tensors(policy)
+    sizes["kernel_index"] = tensor_bytes(every) - sum(sizes.values())
     return sizes | {"total": sum(sizes.values())}
+
+
+def index_tensors(policy: torch.nn.Module) -> list[torch.Tensor]:
+    """The tensors held by the sparse layers' kernel indexes (``SparseIndex``), without building any."""
+    tensors = []
+    for module in policy.modules():
+        index = getattr(module, "_index", None)
+        if index is not None:
+            tensors += [t for t in vars(index).values() if torch.is_tensor(t)]
+            tensors += list(index._transpose or ())
+            tensors += [zeros.values() for zeros in index._zeros.values()]
+    return tensors
 
 
 def zip_bytes(model: BaseAlgorithm) -> int:
@@ -165,6 +197,8 @@ def run(algo: str, width: int, args: argparse.Namespace) -> dict[str, Any]:
         result["memory_bytes"] = with_ratios({name: memory_bytes(model) for name, model in models.items()}, "total")
     if args.timing:
         result["timing"] = timing_summary(time_learn(models, args))
+    if args.predict:
+        result["predict"] = timing_summary(time_predict(models, args))
     return result
 
 
@@ -172,11 +206,12 @@ def print_result(label: str, result: dict[str, Any]) -> None:
     print(f"\n{label}")
     for name, reason in result["unavailable"].items():
         print(f"  {name:<12} not available: {reason}")
-    for name, row in result.get("timing", {}).items():
-        print(
-            f"  {name:<12} {row['ms_per_step']:8.3f} ms/step  speedup {row['speedup']:.3f} "
-            f"(quartiles {row['speedup_q1']:.3f}-{row['speedup_q3']:.3f})"
-        )
+    for kind in ("timing", "predict"):
+        for name, row in result.get(kind, {}).items():
+            print(
+                f"  {name:<12} {kind:<7} {row['ms_per_step']:8.3f} ms/call  speedup {row['speedup']:.3f} "
+                f"(quartiles {row['speedup_q1']:.3f}-{row['speedup_q3']:.3f})"
+            )
     for name, row in result.get("memory_bytes", {}).items():
         print(f"  {name:<12} memory {row['total']:>11,} bytes ({row['total_vs_dense']:.3f}x dense)")
     for name, row in result.get("zip_bytes", {}).items():
@@ -200,6 +235,7 @@ def main() -> None:
     parser.add_argument("--timing", action="store_true", help="time model.learn (the default without --memory/--zip)")
     parser.add_argument("--memory", action="store_true", help="parameter, buffer and optimizer-state bytes")
     parser.add_argument("--zip", action="store_true", help="bytes of the saved zip")
+    parser.add_argument("--predict", action="store_true", help="time batch-1 model.predict (--steps calls per round)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/backend"))
     args = parser.parse_args()
     for name in ("steps", "repeats", "learning_starts", "threads"):
@@ -207,7 +243,7 @@ def main() -> None:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if "dense" not in args.variants:
         parser.error("--variants must include 'dense' (the reference)")
-    args.timing = args.timing or not (args.memory or args.zip)
+    args.timing = args.timing or not (args.memory or args.zip or args.predict)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
 
@@ -229,7 +265,7 @@ def main() -> None:
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "results": results,
     }
-    kinds = [kind for kind in ("timing", "memory", "zip") if getattr(args, kind)]
+    kinds = [kind for kind in ("timing", "predict", "memory", "zip") if getattr(args, kind)]
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{'_'.join(kinds)}_{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(report, indent=2))

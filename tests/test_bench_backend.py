@@ -21,14 +21,15 @@ def bench():
 def test_tiny_run_reports_timing_memory_zip_and_unavailable_variants(bench, tmp_path, monkeypatch):
     args = "--env Pendulum-v1 --algos td3 --widths 8 --steps 4 --repeats 2 --learning-starts 40 --warmup 4"
     variants = ["dense", "masked 90%", "masked 95%"]  # 95% is out of reach at width 8: the dense output layers hold > 5%
-    argv = [str(SCRIPT), *args.split(), "--timing", "--memory", "--zip", "--out", str(tmp_path), "--variants", *variants]
+    argv = [str(SCRIPT), *args.split(), "--timing", "--predict", "--memory", "--zip", "--out", str(tmp_path), "--variants", *variants]
     monkeypatch.setattr(sys, "argv", argv)
     bench.main()
-    (path,) = tmp_path.glob("timing_memory_zip_*.json")
+    (path,) = tmp_path.glob("timing_predict_memory_zip_*.json")
     result = json.loads(path.read_text())["results"]["td3 Pendulum-v1 8-8"]
     assert set(result["unavailable"]) == {"masked 95%"} and "sparsity=0.95" in result["unavailable"]["masked 95%"]
     assert set(result["timing"]) == {"dense", "masked 90%"}
     assert result["timing"]["dense"]["speedup"] == 1.0 and len(result["timing"]["masked 90%"]["s_per_step_by_round"]) == 2
+    assert set(result["predict"]) == {"dense", "masked 90%"} and result["predict"]["masked 90%"]["ms_per_step"] > 0
     memory = result["memory_bytes"]
     assert memory["dense"]["buffers"] == 0 and memory["masked 90%"]["buffers"] > 0  # the float masks
     assert memory["masked 90%"]["parameters"] == memory["dense"]["parameters"]

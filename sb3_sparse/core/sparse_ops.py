@@ -62,6 +62,16 @@ def _compressed(major: torch.Tensor, minor: torch.Tensor, n_major: int) -> tuple
     return crow.to(torch.int32), minor.to(torch.int32)
 
 
+_ZEROS: dict[torch.dtype, torch.Tensor] = {}
+
+
+def _shared_zeros(n: int, dtype: torch.dtype) -> torch.Tensor:
+    """``n`` zeros, a view of one read-only storage per dtype shared by every index (memory)."""
+    if dtype not in _ZEROS or _ZEROS[dtype].numel() < n:
+        _ZEROS[dtype] = torch.zeros(max(n, 2 * _ZEROS[dtype].numel() if dtype in _ZEROS else n), dtype=dtype)
+    return _ZEROS[dtype][:n]
+
+
 class SparseIndex:
     """What the kernels need to know about one topology (immutable; a new topology = a new index).
 
@@ -106,12 +116,8 @@ class SparseIndex:
         self._long_positions = long_positions if self.dense else None
         if not self.kernels:
             return
-        rows, cols = long_positions // inp, long_positions % inp
-        self.crow, self.col = _compressed(rows, cols, out)
-        # W.T as CSR: the entries re-sorted by (col, row); the keys are unique, so the order is too.
-        transpose_perm = torch.argsort(cols * out + rows)
-        self.ccol, self.row = _compressed(cols[transpose_perm], rows[transpose_perm], inp)
-        self.transpose_perm = transpose_perm.to(torch.int32)
+        self.crow, self.col = _compressed(long_positions // inp, long_positions % inp, out)
+        self._transpose: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # see transpose()
 
     def __getstate__(self) -> dict:
         # Copies and pickles drop the kept CSR tensors: they cannot be deep-copied, and a kept
@@ -123,10 +129,25 @@ class SparseIndex:
         """The positions as int64 (what indexing takes); kept only where batches run dense."""
         return self._long_positions if self._long_positions is not None else self.positions.long()
 
+    def transpose(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``W.T`` as CSR arrays (the entries re-sorted by column) and the permutation from ``W``'s order.
+
+        Built on the first backward that needs ``grad_x``: a target network, which never
+        backpropagates, never holds these three int32 arrays per active entry.
+        """
+        if self._transpose is None:
+            out, inp = self.shape
+            positions = self.positions.long()
+            rows, cols = positions // inp, positions % inp
+            perm = torch.argsort(cols * out + rows)  # the keys are unique, so the order is too
+            ccol, row = _compressed(cols[perm], rows[perm], inp)
+            self._transpose = (ccol, row, perm.to(torch.int32))
+        return self._transpose
+
     def zeros_csr(self, dtype: torch.dtype) -> torch.Tensor:
         """``W``'s pattern with zero values, the sampling mask of the SDDMM (kept per dtype; read only)."""
         if dtype not in self._zeros:
-            zeros = torch.zeros(self.positions.numel(), dtype=dtype)
+            zeros = _shared_zeros(self.positions.numel(), dtype)
             self._zeros[dtype] = torch.sparse_csr_tensor(self.crow, self.col, zeros, self.shape, check_invariants=False)
         return self._zeros[dtype]
 
@@ -145,10 +166,9 @@ class SparseIndex:
 
     def csr_transposed(self, values: torch.Tensor) -> torch.Tensor:
         """``W.T`` as a CSR tensor (the CSC form of ``W``) holding ``values`` permuted."""
+        ccol, row, perm = self.transpose()
         shape = (self.shape[1], self.shape[0])
-        return torch.sparse_csr_tensor(
-            self.ccol, self.row, values.index_select(0, self.transpose_perm), shape, check_invariants=False
-        )
+        return torch.sparse_csr_tensor(ccol, row, values.index_select(0, perm), shape, check_invariants=False)
 
 
 def _times(csr: torch.Tensor, rhs: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
