@@ -134,10 +134,17 @@ def timing_summary(times: dict[str, list[float]]) -> dict[str, dict[str, float]]
 
 
 def tensor_bytes(tensors: list[torch.Tensor]) -> int:
-    """Bytes of distinct storages among ``tensors`` (a tensor shared by two modules counts once)."""
+    """Bytes of distinct storages among ``tensors`` (a tensor shared by two modules counts once).
+
+    A storage counts up to the end of the furthest view of it among ``tensors``: the sparse
+    kernels' zero pattern values are views of one storage shared by every layer of the process,
+    sized for the largest layer built so far (here, possibly another variant's).
+    """
     seen: dict[int, int] = {}
     for tensor in tensors:
-        seen[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        end = (tensor.storage_offset() + tensor.numel()) * tensor.element_size()
+        key = tensor.untyped_storage().data_ptr()
+        seen[key] = max(seen.get(key, 0), end)
     return sum(seen.values())
 
 
@@ -166,7 +173,7 @@ def index_tensors(policy: torch.nn.Module) -> list[torch.Tensor]:
         index = getattr(module, "_index", None)
         if index is not None:
             tensors += [t for t in vars(index).values() if torch.is_tensor(t)]
-            tensors += list(index._transpose or ())
+            tensors += list(index._compressed or ()) + list(index._transpose or ())
             tensors += [zeros.values() for zeros in index._zeros.values()]
     return tensors
 

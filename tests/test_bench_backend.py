@@ -21,7 +21,8 @@ def bench():
 def test_tiny_run_reports_timing_memory_zip_and_unavailable_variants(bench, tmp_path, monkeypatch):
     args = "--env Pendulum-v1 --algos td3 --widths 8 --steps 4 --repeats 2 --learning-starts 40 --warmup 4"
     variants = ["dense", "masked 90%", "masked 95%"]  # 95% is out of reach at width 8: the dense output layers hold > 5%
-    argv = [str(SCRIPT), *args.split(), "--timing", "--predict", "--memory", "--zip", "--out", str(tmp_path), "--variants", *variants]
+    kinds = ["--timing", "--predict", "--memory", "--zip"]
+    argv = [str(SCRIPT), *args.split(), *kinds, "--out", str(tmp_path), "--variants", *variants]
     monkeypatch.setattr(sys, "argv", argv)
     bench.main()
     (path,) = tmp_path.glob("timing_predict_memory_zip_*.json")

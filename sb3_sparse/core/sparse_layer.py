@@ -146,7 +146,8 @@ class SparseLinear(SparseLayer, nn.Module):
     # -- forward -------------------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = sparse_ops.sparse_linear(x, self.values, self.index, self.bias)
+        params = self._parameters  # not Module.__getattr__: this runs per layer on every acting step
+        y = sparse_ops.sparse_linear(x, params["values"], self.index, params["bias"])
         if self.record_dense_grad and y.requires_grad:
             inputs = x.detach()
             y.register_hook(lambda grad: self._record(grad, inputs))

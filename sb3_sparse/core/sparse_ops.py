@@ -104,6 +104,7 @@ class SparseIndex:
             or bool((long_positions[1:] <= long_positions[:-1]).any())
         ):
             raise ValueError(f"positions must be strictly increasing and lie in [0, {out * inp}) for shape {self.shape}")
+        self.nnz = nnz
         self.density = nnz / (out * inp)
         #: Whether the CSR kernels exist for this index (positions on the CPU, path not "dense").
         self.kernels = positions.device.type == "cpu" and path != "dense"
@@ -111,12 +112,10 @@ class SparseIndex:
         self.dense = not self.kernels or (path == "auto" and not sparse_kernels_pay(nnz, self.shape))
         self._csr: tuple[torch.Tensor, int, torch.Tensor] | None = None
         self._zeros: dict[torch.dtype, torch.Tensor] = {}
-        # Memory per active entry, beyond the caller's positions: int64 positions where batches
-        # run dense (dense_weight's scatter on every call), int32 CSR/CSC arrays where kernels run.
-        self._long_positions = long_positions if self.dense else None
-        if not self.kernels:
-            return
-        self.crow, self.col = _compressed(long_positions // inp, long_positions % inp, out)
+        # Memory per active entry beyond the caller's positions: the CSR arrays are built on
+        # first use (a critic's or target's dense-path layer never builds them), the transpose
+        # on the first backward through the kernels (a target network never builds it).
+        self._compressed: tuple[torch.Tensor, torch.Tensor] | None = None  # see compressed()
         self._transpose: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # see transpose()
 
     def __getstate__(self) -> dict:
@@ -126,8 +125,16 @@ class SparseIndex:
 
     @property
     def long_positions(self) -> torch.Tensor:
-        """The positions as int64 (what indexing takes); kept only where batches run dense."""
-        return self._long_positions if self._long_positions is not None else self.positions.long()
+        """The positions as int64 (what indexing takes), converted per call rather than kept (memory)."""
+        return self.positions.long()
+
+    def compressed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``W``'s CSR row pointers and column indices (int32), built on first use."""
+        if self._compressed is None:
+            out, inp = self.shape
+            positions = self.positions.long()
+            self._compressed = _compressed(positions // inp, positions % inp, out)
+        return self._compressed
 
     def transpose(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``W.T`` as CSR arrays (the entries re-sorted by column) and the permutation from ``W``'s order.
@@ -148,7 +155,7 @@ class SparseIndex:
         """``W``'s pattern with zero values, the sampling mask of the SDDMM (kept per dtype; read only)."""
         if dtype not in self._zeros:
             zeros = _shared_zeros(self.positions.numel(), dtype)
-            self._zeros[dtype] = torch.sparse_csr_tensor(self.crow, self.col, zeros, self.shape, check_invariants=False)
+            self._zeros[dtype] = torch.sparse_csr_tensor(*self.compressed(), zeros, self.shape, check_invariants=False)
         return self._zeros[dtype]
 
     def csr(self, values: torch.Tensor) -> torch.Tensor:
@@ -160,7 +167,7 @@ class SparseIndex:
         """
         if self._csr is not None and self._csr[0] is values and self._csr[1] == values.data_ptr():
             return self._csr[2]
-        csr = torch.sparse_csr_tensor(self.crow, self.col, values.detach(), self.shape, check_invariants=False)
+        csr = torch.sparse_csr_tensor(*self.compressed(), values.detach(), self.shape, check_invariants=False)
         self._csr = (values, values.data_ptr(), csr)
         return csr
 
@@ -238,10 +245,11 @@ def sparse_linear(x: torch.Tensor, values: torch.Tensor, index: SparseIndex, bia
     computed. The path (sparse kernels or dense) follows ``index`` (see :class:`SparseIndex`).
     """
     out, inp = index.shape
-    if x.shape[-1:] != (inp,):
+    # Cheap checks first (int and dtype comparisons): acting calls this per layer per step.
+    if x.dim() == 0 or x.shape[-1] != inp:
         raise ValueError(f"x must have {inp} (in_features) entries in its last dimension, got shape {tuple(x.shape)}")
-    if values.shape != index.positions.shape:
-        raise ValueError(f"values must have shape ({index.positions.numel()},) like the index, got {tuple(values.shape)}")
+    if values.dim() != 1 or values.shape[0] != index.nnz:
+        raise ValueError(f"values must have shape ({index.nnz},) like the index, got {tuple(values.shape)}")
     if values.dtype != x.dtype:
         raise ValueError(f"values and x must have the same dtype, got {values.dtype} and {x.dtype}")
     if not index.kernels or not x.is_cpu or x.dtype not in _SPARSE_DTYPES or x.numel() == 0:
