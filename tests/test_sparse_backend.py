@@ -10,9 +10,10 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import set_random_seed
 
 from sb3_sparse import SparseTrainingCallback
-from sb3_sparse.core import SparseConfig, resolve_config
+from sb3_sparse.core import SparseConfig, SparseController, resolve_config
 from sb3_sparse.core.layers import MaskedLinear, to_masked
 from sb3_sparse.core.sparse_layer import SparseLinear, to_sparse_
+from sb3_sparse.core.sparsify import sparsify_
 
 ALGOS = {"td3": TD3, "ddpg": DDPG, "sac": SAC, "dqn": DQN}
 
@@ -235,3 +236,30 @@ def test_checkpoint_loads_into_the_other_backend(tmp_path, source, destination):
             assert torch.equal(a.dense_mask(), b.dense_mask())
             scale = float(a.to_dense_weight().abs().max())
             torch.testing.assert_close(a.to_dense_weight(), b.to_dense_weight(), rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("method", ["set", "rigl"])
+def test_topology_update_stops_on_non_finite_values(method):
+    config = SparseConfig(method=method, sparsity=0.7, update_interval=5, mask_optimizer_moments=True, backend="sparse")
+    net = torch.nn.Sequential(
+        torch.nn.Linear(6, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1)
+    )
+    sparsify_(net, config, config.sparsity)
+    to_sparse_(net)
+    controller = SparseController(config, seed=0)
+    controller.add_network("critic", net, clock=True)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    controller.attach_optimizer("critic", optimizer)
+    controller.driven, controller.training_progress = True, 0.5
+    for step in range(5):
+        optimizer.zero_grad()
+        net(torch.randn(16, 6)).pow(2).mean().backward()
+        if step < 4:
+            optimizer.step()
+            continue
+        positions = net[2].weight_positions.clone()
+        with torch.no_grad():
+            net[2].values[0] = float("nan")  # just before the topology update
+        with pytest.raises(FloatingPointError, match=r"critic.*'2'.*update 5"):
+            optimizer.step()
+        assert controller.n_topology_updates == 0 and torch.equal(positions, net[2].weight_positions)

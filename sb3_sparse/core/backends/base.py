@@ -128,9 +128,23 @@ class Backend(ABC):
         :class:`NonFiniteError`, naming the layer, rather than rank non-finite values."""
 
     @abstractmethod
+    def stored(self, layer: nn.Module) -> torch.Tensor:
+        """The tensor that holds ``layer``'s weights as this representation stores them."""
+
     def nonfinite(self) -> str | None:
         """Where a topology update would meet a non-finite value (weights, target weights or a
         kept dense gradient), e.g. ``"layer '2' (weights)"``; ``None`` if nowhere."""
+        # Once per topology update: a pass over each tensor the update (or the target rule after it) ranks.
+        for i, name in enumerate(self.layer_names):
+            tensors = {"weights": self.stored(self.layers[i])}
+            if self.dense_grads is not None:
+                tensors["dense gradient"] = self.dense_grads[i]
+            if i < len(self.target_layers):
+                tensors["target weights"] = self.stored(self.target_layers[i])
+            for what, tensor in tensors.items():
+                if not bool(torch.isfinite(tensor).all()):
+                    return f"layer {name!r} ({what})"
+        return None
 
     @abstractmethod
     def reload(self) -> None:

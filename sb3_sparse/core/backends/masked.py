@@ -145,18 +145,8 @@ class MaskedBackend(Backend):
                 raise NonFiniteError(f"target layer {self.layer_names[i]!r}") from None
         self.targets_synced = all(index is True or (index is not None and index.in_sync) for index in self.target_index)
 
-    def nonfinite(self) -> str | None:
-        # Once per topology update: a pass over each tensor the update (or the target rule after it) ranks.
-        for i, name in enumerate(self.layer_names):
-            tensors = {"weights": self.layers[i].weight}
-            if self.dense_grads is not None:
-                tensors["dense gradient"] = self.dense_grads[i]
-            if i < len(self.target_layers):
-                tensors["target weights"] = self.target_layers[i].weight
-            for what, tensor in tensors.items():
-                if not bool(torch.isfinite(tensor).all()):
-                    return f"layer {name!r} ({what})"
-        return None
+    def stored(self, layer: nn.Module) -> torch.Tensor:
+        return layer.weight
 
     @torch.no_grad()
     def reload(self) -> None:

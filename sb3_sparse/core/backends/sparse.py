@@ -194,17 +194,8 @@ class SparseBackend(Backend):
             self.staged[i] = None
             self.synced[i] = None
 
-    def nonfinite(self) -> str | None:
-        for i, name in enumerate(self.layer_names):
-            tensors = {"weights": self.layers[i].values}
-            if self.dense_grads is not None:
-                tensors["dense gradient"] = self.dense_grads[i]
-            if i < len(self.target_layers):
-                tensors["target weights"] = self.target_layers[i].values
-            for what, tensor in tensors.items():
-                if not bool(torch.isfinite(tensor).all()):
-                    return f"layer {name!r} ({what})"
-        return None
+    def stored(self, layer: nn.Module) -> torch.Tensor:
+        return layer.values
 
     def before_save(self) -> None:
         # A staged target holds explicit zeros where connections left since it was staged; a
