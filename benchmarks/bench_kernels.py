@@ -11,9 +11,12 @@ time of each and, as the main figure, the median over rounds of dense time / spa
 speedup) with its quartiles, and the ratio of the fastest samples (``speedup_of_fastest``): on a
 loaded machine the better estimate of what each costs when it has a core. Two measures: forward
 + backward (gradients for x, weight, bias) at batch 256, and forward without autograd at batch 1
-(SB3's ``predict``). Two sparse paths: ``kernel`` forces the sparse kernels at every density;
-``auto`` is what ``sparse_linear`` chooses (see ``SparseIndex``: dense where
-``sparse_kernels_pay`` says no; one row without autograd: CSR).
+(SB3's ``predict``), each layer with the layout of its inputs and gradients inside a network
+of its kind (row-major for ``nn.Linear``, feature-major for the sparse layer). Two sparse
+paths: ``kernel`` forces the sparse kernels at every density; ``auto`` is what
+``sparse_linear`` chooses (see ``SparseIndex``: dense where ``sparse_kernels_pay`` says no; one
+row without autograd: the matrix-vector product). The kernels are the compiled ones where they
+build (``sb3_sparse.core.native``), else PyTorch's; the output says which.
 
 The default run writes ``kernels.json`` and ``kernels.png`` (speedup vs sparsity, one line per
 width) to ``--out``; ``--break-even`` writes ``kernels_break_even.json``, ``--crossover``
@@ -85,12 +88,19 @@ def layer_case(shape: tuple[int, int], density: float, seed: int = 0) -> dict[st
     values = torch.nn.Parameter(torch.randn(nnz, generator=gen) / math.sqrt(inp * density))
     bias = torch.nn.Parameter(torch.zeros(out))
     indices = {"kernel": SparseIndex(positions, shape, path="sparse"), "auto": SparseIndex(positions, shape)}
+    # Each layer gets the layout it sees inside its own kind of network: a dense network's
+    # activations and gradients are row-major (batch, features); a sparse network's are
+    # feature-major, the transposed views of (features, batch) tensors (see sparse_ops.as_output).
     x = torch.randn(256, inp, generator=gen, requires_grad=True)
+    x_t = x.detach().T.contiguous().T.requires_grad_()
     grad_y = torch.randn(256, out, generator=gen)
+    grad_y_t = grad_y.T.contiguous().T
     x1 = torch.randn(1, inp, generator=gen)
 
     def train_step(forward: Callable[[torch.Tensor], torch.Tensor], params: list[torch.Tensor]) -> Callable[[], None]:
-        return lambda: torch.autograd.grad(forward(x), [x, *params], grad_y)
+        if params[0] is dense.weight:
+            return lambda: torch.autograd.grad(forward(x), [x, *params], grad_y)
+        return lambda: torch.autograd.grad(forward(x_t), [x_t, *params], grad_y_t)
 
     def act(forward: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], None]:
         def call() -> None:
@@ -184,8 +194,8 @@ def machine() -> dict[str, object]:
         "processor": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "sparse_cost_per_entry": sparse_ops.SPARSE_COST_PER_ENTRY,
-        "sparse_fixed_cost": sparse_ops.SPARSE_FIXED_COST,
+        "kernels": sparse_ops.kernel_set(),
+        "cost_model": sparse_ops.COST_MODELS[sparse_ops.kernel_set()],
     }
 
 

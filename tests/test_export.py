@@ -78,7 +78,10 @@ out = {{}}
 for name in {list(CASES)!r}:
     model = {{"TD3": TD3, "SAC": SAC, "DQN": DQN}}[name.split("-")[0]].load(name + ".zip", device="cpu")
     actions, _ = model.predict(expected[name + ".obs"], deterministic=True)
-    np.testing.assert_array_equal(actions, expected[name])
+    if name.endswith("-sparse"):  # the sparse kernels sum in another order than a dense product
+        np.testing.assert_allclose(actions, expected[name], rtol=1e-5, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(actions, expected[name])
     out[name] = type(model.policy).__module__
 print(json.dumps(out))
 """

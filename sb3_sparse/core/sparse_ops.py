@@ -31,13 +31,17 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-#: Cost model of the sparse kernels against ``nn.Linear`` (forward + backward, batch 256), in
-#: units of one dense weight: each active entry costs ``SPARSE_COST_PER_ENTRY``, each call
-#: ``SPARSE_FIXED_COST`` more (transposes, extra calls). Fitted to ``bench_kernels.py
-#: --break-even`` (docs/backend/kernels_break_even.json): measured break-even near 76%
-#: sparsity at 1024x1024, 82% at 256x256, 87% at 256x128; 256x64 and smaller never gained.
-SPARSE_COST_PER_ENTRY = 4
-SPARSE_FIXED_COST = 16384
+from . import native
+
+#: Cost models of the sparse kernels against ``nn.Linear`` (forward + backward, batch 256, each
+#: in its network's layout), in units of one dense weight: ``(per active entry, per call)``.
+#: Fitted to ``bench_kernels.py --break-even`` (docs/backend/kernels_break_even*.json). The
+#: compiled kernels (:mod:`.native`) break even near 55-60% sparsity on every layer shape of
+#: SB3 MLPs but a single output (never); PyTorch's near 76% at 1024x1024, 82% at 256x256 and
+#: never on small layers.
+COST_MODELS = {"compiled": (2.5, 256), "torch": (4, 16384)}
+#: Results with fewer features than this are returned contiguous (see :func:`as_output`).
+FEATURE_MAJOR_MIN_FEATURES = 64
 #: From this many rows of ``x`` on the vectorised CSR kernel beats MKL's (measured).
 _REDUCE_MIN_ROWS = 128
 _SPARSE_DTYPES = (torch.float32, torch.float64)
@@ -50,9 +54,15 @@ with warnings.catch_warnings():
     torch.sparse_csr_tensor(torch.zeros(2, dtype=torch.int32), torch.zeros(0, dtype=torch.int32), torch.zeros(0), (1, 1))
 
 
+def kernel_set() -> str:
+    """Which sparse kernels float32 layers use here: ``"compiled"`` (:mod:`.native`) or ``"torch"``."""
+    return "torch" if native.library() is None else "compiled"
+
+
 def sparse_kernels_pay(nnz: int, shape: tuple[int, int]) -> bool:
-    """Whether a layer of ``shape`` with ``nnz`` active entries trains faster on the sparse kernels."""
-    return SPARSE_COST_PER_ENTRY * nnz + SPARSE_FIXED_COST < shape[0] * shape[1]
+    """Whether a layer of ``shape`` with ``nnz`` active entries trains faster on the sparse kernels (:data:`COST_MODELS`)."""
+    per_entry, per_call = COST_MODELS[kernel_set()]
+    return per_entry * nnz + per_call < shape[0] * shape[1]
 
 
 def _compressed(major: torch.Tensor, minor: torch.Tensor, n_major: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,6 +122,7 @@ class SparseIndex:
         self.dense = not self.kernels or (path == "auto" and not sparse_kernels_pay(nnz, self.shape))
         self._csr: tuple[torch.Tensor, int, torch.Tensor] | None = None
         self._zeros: dict[torch.dtype, torch.Tensor] = {}
+        self._pointers: tuple[int, int] | None = None  # see matvec()
         # Memory per active entry beyond the caller's positions: the CSR arrays are built on
         # first use (a critic's or target's dense-path layer never builds them), the transpose
         # on the first backward through the kernels (a target network never builds it).
@@ -121,7 +132,7 @@ class SparseIndex:
     def __getstate__(self) -> dict:
         # Copies and pickles drop the kept CSR tensors: they cannot be deep-copied, and a kept
         # one would share the original's values; they are rebuilt on first use.
-        return {**self.__dict__, "_csr": None, "_zeros": {}}
+        return {**self.__dict__, "_csr": None, "_zeros": {}, "_pointers": None}
 
     @property
     def long_positions(self) -> torch.Tensor:
@@ -171,6 +182,23 @@ class SparseIndex:
         self._csr = (values, values.data_ptr(), csr)
         return csr
 
+    def matvec(self, values: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``W @ x + bias`` for one float32 input row (any shape of ``in_features`` entries), by the compiled kernel.
+
+        Acting calls this per layer on every environment step, so the index arrays' addresses
+        are kept (they never change for an index) and nothing else is built around the call.
+        """
+        if self._pointers is None:
+            crow, col = self.compressed()
+            self._pointers = (crow.data_ptr(), col.data_ptr())
+        lib, (crow_ptr, col_ptr) = native.library(), self._pointers
+        # Kept in names until the call returns; no copies for a layer's own tensors.
+        values, x, bias = values.contiguous(), x.contiguous(), None if bias is None else bias.contiguous()
+        y = torch.empty(self.shape[0], dtype=x.dtype)
+        bias_ptr = None if bias is None else bias.data_ptr()
+        lib.csr_times_f32(self.shape[0], 1, crow_ptr, col_ptr, values.data_ptr(), None, x.data_ptr(), bias_ptr, y.data_ptr())
+        return y
+
     def csr_transposed(self, values: torch.Tensor) -> torch.Tensor:
         """``W.T`` as a CSR tensor (the CSC form of ``W``) holding ``values`` permuted."""
         ccol, row, perm = self.transpose()
@@ -186,6 +214,11 @@ def _times(csr: torch.Tensor, rhs: torch.Tensor, bias: torch.Tensor | None = Non
     return torch.mm(csr, rhs) if bias is None else torch.addmm(bias[:, None], csr, rhs)
 
 
+def _kernels(dtype: torch.dtype):
+    """The compiled kernels where they apply (float32; see :mod:`.native`), else ``None``: PyTorch's."""
+    return native.library() if dtype == torch.float32 else None
+
+
 def _forward(
     x: torch.Tensor, values: torch.Tensor, index: SparseIndex, bias: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,7 +229,10 @@ def _forward(
     Each transpose copy avoided saves about a third of a 256x256 product at 90 % sparsity.
     """
     x_t = x.T.contiguous()  # free when x is the previous sparse layer's (activated) output
-    return _times(index.csr(values), x_t, bias).T, x_t
+    lib = _kernels(x.dtype)
+    if lib is not None:
+        return as_output(native.times(lib, *index.compressed(), values.contiguous(), x_t, bias)), x_t
+    return as_output(_times(index.csr(values), x_t, bias)), x_t
 
 
 class _SparseLinearFunction(torch.autograd.Function):
@@ -217,17 +253,47 @@ class _SparseLinearFunction(torch.autograd.Function):
         index: SparseIndex = ctx.index
         grad_y_t = grad_y.T.contiguous()
         grad_x = grad_values = grad_bias = None
+        lib = _kernels(grad_y.dtype)
         if ctx.needs_input_grad[0]:
+            if lib is not None:
+                ccol, row, perm = index.transpose()
+                grad_x = native.times(lib, ccol, row, values.contiguous(), grad_y_t, perm=perm).T
+            else:
+                grad_x = _times(index.csr_transposed(values), grad_y_t).T
             # In x's own layout: element-wise backward ops (the activation before this layer)
             # are several times slower when their two inputs' layouts differ.
-            grad_x = _times(index.csr_transposed(values), grad_y_t).T
             grad_x = grad_x.contiguous() if ctx.x_contiguous else grad_x
         if ctx.needs_input_grad[1]:
-            # beta=0 still multiplies the input's values (0 * NaN = NaN): give it zeros.
-            grad_values = torch.sparse.sampled_addmm(index.zeros_csr(grad_y.dtype), grad_y_t, x_t.T, beta=0).values()
+            if lib is not None:
+                grad_values = native.sampled_dot(lib, *index.compressed(), grad_y_t, x_t)
+            else:
+                # beta=0 still multiplies the input's values (0 * NaN = NaN): give it zeros.
+                grad_values = torch.sparse.sampled_addmm(index.zeros_csr(grad_y.dtype), grad_y_t, x_t.T, beta=0).values()
         if ctx.needs_input_grad[3]:
             grad_bias = grad_y.sum(0)
         return grad_x, grad_values, None, grad_bias
+
+
+def as_output(y_t: torch.Tensor) -> torch.Tensor:
+    """A layer's ``(batch, out)`` result from its ``(out, batch)`` product: the transposed view, a copy when small.
+
+    Hidden layers keep the feature-major layout (element-wise activations preserve it, so the
+    next layer's ``x.T`` is contiguous for free); a result of fewer than
+    ``FEATURE_MAJOR_MIN_FEATURES`` features (an action, value or quantile head) is copied to an
+    ordinary contiguous tensor, which costs little and lets downstream code ``view`` it.
+    """
+    return y_t.T if y_t.shape[0] >= FEATURE_MAJOR_MIN_FEATURES else y_t.T.contiguous()
+
+
+def linear_feature_major(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for a 2-D CPU ``x``, computed as ``W @ x.T`` and laid out by :func:`as_output`.
+
+    So a network's activations keep one layout whichever path each layer takes: a sparse layer
+    after a dense one copies no transpose, no element-wise backward meets two layouts, and BLAS
+    is not handed a transposed ``x`` with few output features (``F.linear`` on a feature-major
+    256-wide ``x`` with 6 outputs is 10x slower than this on the CPU, measured).
+    """
+    return as_output(weight @ x.T if bias is None else torch.addmm(bias[:, None], weight, x.T))
 
 
 def dense_weight(values: torch.Tensor, index: SparseIndex) -> torch.Tensor:
@@ -250,19 +316,24 @@ def sparse_linear(x: torch.Tensor, values: torch.Tensor, index: SparseIndex, bia
         raise ValueError(f"x must have {inp} (in_features) entries in its last dimension, got shape {tuple(x.shape)}")
     if values.dim() != 1 or values.shape[0] != index.nnz:
         raise ValueError(f"values must have shape ({index.nnz},) like the index, got {tuple(values.shape)}")
-    if values.dtype != x.dtype:
-        raise ValueError(f"values and x must have the same dtype, got {values.dtype} and {x.dtype}")
+    if values.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+        got = f"{values.dtype}, {None if bias is None else bias.dtype} and {x.dtype}"
+        raise ValueError(f"values, bias and x must have the same dtype, got {got}")
     if not index.kernels or not x.is_cpu or x.dtype not in _SPARSE_DTYPES or x.numel() == 0:
         return F.linear(x, dense_weight(values, index), bias)
     grad = torch.is_grad_enabled() and (x.requires_grad or values.requires_grad or (bias is not None and bias.requires_grad))
     if not grad and x.numel() == inp:
         # Acting (SB3's predict): one CSR matrix-vector product whatever the density, so that
         # acting never builds the dense weight, and as few calls as possible around it.
-        csr, x_1d = index.csr(values), x[0] if x.dim() == 2 else x.reshape(inp)
+        if x.dtype == torch.float32 and native.library() is not None:
+            return index.matvec(values, x, bias).view(*x.shape[:-1], out)
+        x_1d = x[0] if x.dim() == 2 else x.reshape(inp)
+        csr = index.csr(values)
         y = torch.mv(csr, x_1d) if bias is None else torch.addmv(bias, csr, x_1d)
         return y.unsqueeze(0) if x.dim() == 2 else y.view(*x.shape[:-1], out)
-    if index.dense:
-        return F.linear(x, dense_weight(values, index), bias)
     x_2d = x.reshape(-1, inp)
+    if index.dense:
+        y = linear_feature_major(x_2d, dense_weight(values, index), bias)
+        return y if x.dim() == 2 else y.reshape(*x.shape[:-1], out)
     y = _SparseLinearFunction.apply(x_2d, values, index, bias) if grad else _forward(x_2d, values, index, bias)[0]
     return y if x.dim() == 2 else y.reshape(*x.shape[:-1], out)

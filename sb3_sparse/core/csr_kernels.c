@@ -1,0 +1,112 @@
+/* Compiled kernels of the truly sparse backend (float32, one thread), loaded by native.py.
+ *
+ * A sparse weight W (rows x cols) is CSR: row pointers `crow` (rows + 1) and column indices
+ * `col` (one per active entry, sorted within a row), values `v` in that order, or `v[perm[k]]`
+ * when the arrays describe W's transpose and `perm` maps its order to W's. Dense operands are
+ * transposed, feature-major: x_t is (features x batch), row-major, so that every inner loop
+ * runs over the batch, contiguous and vectorised (the layout of SparseProp, Nikdan et al. 2023).
+ *
+ * GCC/Clang vector extensions keep this portable: a 16-float vector is one AVX-512 register,
+ * two AVX2 ones or four SSE ones, whatever -march the loader compiled for.
+ */
+#include <stdint.h>
+#include <string.h>
+
+typedef float vf __attribute__((vector_size(64), aligned(4))); /* aligned(4): unaligned loads */
+typedef int32_t vi __attribute__((vector_size(64)));
+#define L 16 /* floats per vector */
+
+static inline vf load(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+static inline void store(float *p, vf v) { memcpy(p, &v, sizeof v); }
+
+static inline float hsum(vf a) { /* halving tree: four shuffles and adds */
+    a += __builtin_shuffle(a, (vi){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+    a += __builtin_shuffle(a, (vi){4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3});
+    a += __builtin_shuffle(a, (vi){2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1});
+    a += __builtin_shuffle(a, (vi){1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0});
+    return a[0];
+}
+
+/* y_t[r, :] = bias[r] + sum over r's entries k of W(k) * x_t[col[k], :]   (bias may be NULL).
+ * Forward (W, perm NULL) and grad_x (W's transpose, perm given; x_t = grad_y_t). A block of 64
+ * batch columns of the output row stays in four vector registers across the row's entries:
+ * one load and one fused multiply-add per input element, no stores until the row is done. */
+void csr_times_f32(int64_t rows, int64_t batch, const int32_t *restrict crow, const int32_t *restrict col,
+                   const float *restrict v, const int32_t *restrict perm, const float *restrict x_t,
+                   const float *restrict bias, float *restrict y_t) {
+#define W(k) (perm ? v[perm[k]] : v[k])
+    if (batch == 1) { /* acting: a matrix-vector product, eight chains to hide the FMA latency */
+        for (int64_t r = 0; r < rows; r++) {
+            float a[8] = {0};
+            int32_t k = crow[r];
+            for (; k + 8 <= crow[r + 1]; k += 8)
+                for (int i = 0; i < 8; i++) a[i] += W(k + i) * x_t[col[k + i]];
+            for (int i = 0; k < crow[r + 1]; k++, i++) a[i] += W(k) * x_t[col[k]];
+            y_t[r] = (bias ? bias[r] : 0.0f) + (((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])));
+        }
+        return;
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        const int32_t start = crow[r], end = crow[r + 1];
+        const float b = bias ? bias[r] : 0.0f;
+        float *restrict y = y_t + r * batch;
+        int64_t j0 = 0;
+        for (; j0 + 4 * L <= batch; j0 += 4 * L) {
+            vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            a0 += b, a1 += b, a2 += b, a3 += b;
+            for (int32_t k = start; k < end; k++) {
+                const float w = W(k);
+                const float *x = x_t + (int64_t)col[k] * batch + j0;
+                a0 += w * load(x), a1 += w * load(x + L), a2 += w * load(x + 2 * L), a3 += w * load(x + 3 * L);
+            }
+            store(y + j0, a0), store(y + j0 + L, a1), store(y + j0 + 2 * L, a2), store(y + j0 + 3 * L, a3);
+        }
+        for (; j0 + L <= batch; j0 += L) {
+            vf a = {0};
+            a += b;
+            for (int32_t k = start; k < end; k++) a += W(k) * load(x_t + (int64_t)col[k] * batch + j0);
+            store(y + j0, a);
+        }
+        for (int64_t j = j0; j < batch; j++) { /* the last batch % 16 columns; all of a batch of 1 */
+            float a = b;
+            for (int32_t k = start; k < end; k++) a += W(k) * x_t[(int64_t)col[k] * batch + j];
+            y[j] = a;
+        }
+    }
+#undef W
+}
+
+/* out[k] = dot(gy_t[r, :], x_t[col[k], :]) for each active entry k = (r, col[k]): grad_values,
+ * grad_y.T @ x at the active entries only. Four entries of a row at a time share gy's loads
+ * and give four independent accumulation chains. */
+void csr_sampled_dot_f32(int64_t rows, int64_t batch, const int32_t *restrict crow, const int32_t *restrict col,
+                         const float *restrict gy_t, const float *restrict x_t, float *restrict out) {
+    const int64_t vectorised = batch - batch % L;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *gy = gy_t + r * batch;
+        int32_t k = crow[r];
+        const int32_t end = crow[r + 1];
+        for (; k + 4 <= end; k += 4) {
+            const float *x0 = x_t + (int64_t)col[k] * batch, *x1 = x_t + (int64_t)col[k + 1] * batch;
+            const float *x2 = x_t + (int64_t)col[k + 2] * batch, *x3 = x_t + (int64_t)col[k + 3] * batch;
+            vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            for (int64_t j = 0; j < vectorised; j += L) {
+                const vf g = load(gy + j);
+                a0 += g * load(x0 + j), a1 += g * load(x1 + j), a2 += g * load(x2 + j), a3 += g * load(x3 + j);
+            }
+            float s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
+            for (int64_t j = vectorised; j < batch; j++) {
+                s0 += gy[j] * x0[j], s1 += gy[j] * x1[j], s2 += gy[j] * x2[j], s3 += gy[j] * x3[j];
+            }
+            out[k] = s0, out[k + 1] = s1, out[k + 2] = s2, out[k + 3] = s3;
+        }
+        for (; k < end; k++) {
+            const float *x = x_t + (int64_t)col[k] * batch;
+            vf a = {0};
+            for (int64_t j = 0; j < vectorised; j += L) a += load(gy + j) * load(x + j);
+            float s = hsum(a);
+            for (int64_t j = vectorised; j < batch; j++) s += gy[j] * x[j];
+            out[k] = s;
+        }
+    }
+}

@@ -1,0 +1,139 @@
+"""The compiled kernels of the sparse backend (``csr_kernels.c``): built on first use, loaded with ctypes.
+
+PyTorch's CSR kernels reach about a tenth of dense BLAS's throughput per multiply-add on a
+CPU, too little for 256-wide networks to gain from sparsity. ``csr_kernels.c`` runs the same
+products in a feature-major layout with vectorised inner loops over the batch (see its header).
+It is plain C, so building it needs only a C compiler (``$CC``, else ``cc``), about a second on
+first use; the library is cached per source, compiler and CPU under ``$SB3_SPARSE_CACHE`` (else
+``$XDG_CACHE_HOME/sb3_sparse``, else ``~/.cache/sb3_sparse``) and compiled for the CPU it runs
+on (``-march=native``). Without a compiler (or with ``SB3_SPARSE_NATIVE=0``) :func:`library`
+returns ``None`` after one warning and ``sparse_ops`` uses PyTorch's kernels: the same results to
+float rounding, slower.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("csr_kernels.c")
+_FLAGS = (["-O3", "-march=native"], ["-O3"])  # the second where the compiler has no -march=native
+_COMMON = ["-std=gnu11", "-shared", "-fPIC", "-Wno-psabi"]
+_POINTER, _SIZE = ctypes.c_void_p, ctypes.c_int64
+
+
+def _cpu() -> str:
+    """What a library compiled with ``-march=native`` depends on: the CPU's feature flags."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next((line for line in cpuinfo if line.startswith(("flags", "Features"))), platform.processor())
+    except OSError:
+        return platform.machine() + platform.processor()
+
+
+def _cache_dir() -> Path:
+    if os.environ.get("SB3_SPARSE_CACHE"):
+        return Path(os.environ["SB3_SPARSE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sb3_sparse"
+
+
+def _compile(compiler: str) -> Path:
+    """The library for this source, compiler and CPU: from the cache, else compiled into it (atomically)."""
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), version, _cpu(), repr((*_FLAGS, _COMMON))]).encode()).hexdigest()
+    target = _cache_dir() / f"csr_kernels-{key[:16]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for flags in _FLAGS:
+        # Compiled beside the target and renamed: concurrent processes never load half a file.
+        with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+            built = Path(scratch) / target.name
+            run = subprocess.run([compiler, *flags, *_COMMON, "-o", str(built), str(SOURCE)], capture_output=True, text=True)
+            if run.returncode == 0:
+                os.replace(built, target)
+                return target
+            errors.append(run.stderr.strip()[-500:])
+    raise RuntimeError("; ".join(errors))
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, or ``None`` (one warning says why) when they cannot be built or are switched off."""
+    if os.environ.get("SB3_SPARSE_NATIVE", "1") == "0":
+        return None
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    try:
+        if compiler is None:
+            raise RuntimeError("no C compiler found (set CC)")
+        lib = ctypes.CDLL(str(_compile(compiler)))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        warnings.warn(
+            f"sb3_sparse: the compiled sparse kernels are unavailable ({error}); backend='sparse' uses "
+            "PyTorch's CSR kernels instead (same results, slower)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    lib.csr_times_f32.argtypes = [_SIZE, _SIZE, *[_POINTER] * 7]
+    lib.csr_times_f32.restype = None
+    lib.csr_sampled_dot_f32.argtypes = [_SIZE, _SIZE, *[_POINTER] * 5]
+    lib.csr_sampled_dot_f32.restype = None
+    return lib
+
+
+def times(
+    lib: ctypes.CDLL,
+    crow: torch.Tensor,
+    col: torch.Tensor,
+    values: torch.Tensor,
+    rhs_t: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    perm: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``W @ rhs_t (+ bias[:, None])`` for the CSR ``W`` (``crow``, ``col``, ``values`` or ``values[perm]``).
+
+    :param rhs_t: contiguous float32 ``(columns of W, batch)``; every tensor contiguous, on the CPU.
+    :return: contiguous ``(rows of W, batch)``.
+    """
+    out = rhs_t.new_empty(crow.shape[0] - 1, rhs_t.shape[1])
+    lib.csr_times_f32(
+        out.shape[0],
+        out.shape[1],
+        crow.data_ptr(),
+        col.data_ptr(),
+        values.data_ptr(),
+        None if perm is None else perm.data_ptr(),
+        rhs_t.data_ptr(),
+        None if bias is None else bias.data_ptr(),
+        out.data_ptr(),
+    )
+    return out
+
+
+def sampled_dot(
+    lib: ctypes.CDLL, crow: torch.Tensor, col: torch.Tensor, grad_y_t: torch.Tensor, x_t: torch.Tensor
+) -> torch.Tensor:
+    """``(grad_y_t @ x_t.T)`` at the active entries of the CSR pattern, in its order (``grad_values``)."""
+    out = grad_y_t.new_empty(col.shape[0])
+    lib.csr_sampled_dot_f32(
+        grad_y_t.shape[0],
+        grad_y_t.shape[1],
+        crow.data_ptr(),
+        col.data_ptr(),
+        grad_y_t.data_ptr(),
+        x_t.data_ptr(),
+        out.data_ptr(),
+    )
+    return out
