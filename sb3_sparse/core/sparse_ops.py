@@ -39,7 +39,7 @@ from . import native
 #: compiled kernels (:mod:`.native`) break even near 55-60% sparsity on every layer shape of
 #: SB3 MLPs but a single output (never); PyTorch's near 76% at 1024x1024, 82% at 256x256 and
 #: never on small layers.
-COST_MODELS = {"compiled": (2.5, 256), "torch": (4, 16384)}
+COST_MODELS = {"compiled": (2, 256), "torch": (4, 16384)}
 #: Results with fewer features than this are returned contiguous (see :func:`as_output`).
 FEATURE_MAJOR_MIN_FEATURES = 64
 #: From this many rows of ``x`` on the vectorised CSR kernel beats MKL's (measured).
