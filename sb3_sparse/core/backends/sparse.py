@@ -152,12 +152,20 @@ class SparseBackend(Backend):
             self.synced[i] = online.shape == target.shape and bool(torch.equal(online, target))
         return bool(self.synced[i])
 
-    @torch.no_grad()
     def target_parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:
         """The target's parameters, each out-of-sync sparse layer's values replaced by its
         :class:`StagedTarget` tensor (the target's values at the online positions), which SB3's
         polyak update moves like any parameter; :meth:`apply_target_rule` brings it back."""
         assert self.target is not None
+        # Staged at the first next(), as SB3's update starts; not a no_grad generator, which
+        # would enter and leave no_grad at every yield.
+        replaced = self._staged_parameters()
+        for param in nn.Module.parameters(self.target, recurse):
+            yield replaced.get(id(param), param)
+
+    @torch.no_grad()
+    def _staged_parameters(self) -> dict[int, TargetWeight]:
+        """Per out-of-sync layer (by ``id`` of its values), the staging tensor a target update moves."""
         replaced: dict[int, TargetWeight] = {}
         for i, (target, online) in enumerate(zip(self.target_layers, self.layers, strict=False)):
             if self._synced(i):
@@ -170,8 +178,7 @@ class SparseBackend(Backend):
                 assert self.tau is not None, "the controller hands every backend its tau source"
                 self.staging_tau = float(self.tau())  # read now: SB3 may change it around an update
             self.target_updated[0] = True
-        for param in nn.Module.parameters(self.target, recurse):
-            yield replaced.get(id(param), param)
+        return replaced
 
     @torch.no_grad()
     def apply_target_rule(self) -> None:
