@@ -7,7 +7,8 @@
 Variants, on HalfCheetah-v5 with ``net_arch`` ``[width, width]``, batch 256, one gradient
 update per environment step: ``dense`` (SB3's ``MlpPolicy``, with TowS's LeakyReLU so that only
 sparsity differs), ``masked`` TowS (``preset="tows"``) at 90% and 95%, and the same with
-``backend="sparse"``. A variant this version cannot build (e.g. no sparse backend yet) is
+``backend="sparse"``; and ``floor``, SB3's ``MlpPolicy`` without hidden layers (almost no
+network: SB3's fixed cost per step, which bounds any speedup). A variant this version cannot build (e.g. no sparse backend yet) is
 reported as not available, with the error. All variants use SB3's Adam and run with denormals
 flushed (the sparse training callback's default, applied to dense too).
 
@@ -52,6 +53,9 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "masked 95%": TOWS | {"sparsity": 0.95},
     "sparse 90%": TOWS | {"sparsity": 0.9, "backend": "sparse"},
     "sparse 95%": TOWS | {"sparsity": 0.95, "backend": "sparse"},
+    # SB3's own cost per step with almost no network (no hidden layers): no sparse agent of the
+    # same algorithm and environment can run faster, so dense / floor bounds any speedup.
+    "floor": {"net_arch": []},
 }
 
 
@@ -59,7 +63,7 @@ def build(algo: str, width: int, sparse: dict[str, Any] | None, args: argparse.N
     """One agent; ``sparse`` is its sparse ``policy_kwargs`` (``None``: dense ``MlpPolicy``)."""
     policy_kwargs: dict[str, Any] = {"net_arch": [width, width], "activation_fn": nn.LeakyReLU} | (sparse or {})
     model = ALGOS[algo](
-        "SparseMlpPolicy" if sparse else "MlpPolicy",
+        "SparseMlpPolicy" if sparse and "sparsity" in sparse else "MlpPolicy",
         args.env,
         batch_size=256,
         learning_starts=args.learning_starts,
