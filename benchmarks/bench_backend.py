@@ -8,9 +8,10 @@ Variants, on HalfCheetah-v5 with ``net_arch`` ``[width, width]``, batch 256, one
 update per environment step: ``dense`` (SB3's ``MlpPolicy``, with TowS's LeakyReLU so that only
 sparsity differs), ``masked`` TowS (``preset="tows"``) at 90% and 95%, and the same with
 ``backend="sparse"``; and ``floor``, SB3's ``MlpPolicy`` without hidden layers (almost no
-network: SB3's fixed cost per step, which bounds any speedup). A variant this version cannot build (e.g. no sparse backend yet) is
-reported as not available, with the error. All variants use SB3's Adam and run with denormals
-flushed (the sparse training callback's default, applied to dense too).
+network: SB3's fixed cost per step, which bounds any speedup). A variant this version cannot
+build (e.g. no sparse backend yet) is reported as not available, with the error. All variants
+use SB3's Adam and run with denormals flushed (the sparse training callback's default, applied
+to dense too).
 
 Timing: every model first learns ``--learning-starts`` + ``--warmup`` steps; then ``--repeats``
 rounds each time ``model.learn(--steps)`` of every variant, in an order rotated every round,
