@@ -51,6 +51,8 @@ class SparseLinear(SparseLayer, nn.Module):
             self.register_parameter("bias", None)
         # RigL: the dense gradient of the last backward pass, recorded only while asked for.
         self.record_dense_grad = False
+        #: Whether batch results are ordinary contiguous tensors (a network's output layer; see to_sparse_).
+        self.contiguous_output = False
         self.dense_grad: torch.Tensor | None = None
         self._grad_task = -1
         # A target layer between updates may hold explicit zeros outside its support (see
@@ -147,7 +149,7 @@ class SparseLinear(SparseLayer, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = self._parameters  # not Module.__getattr__: this runs per layer on every acting step
-        y = sparse_ops.sparse_linear(x, params["values"], self.index, params["bias"])
+        y = sparse_ops.sparse_linear(x, params["values"], self.index, params["bias"], self.contiguous_output)
         if self.record_dense_grad and y.requires_grad:
             inputs = x.detach()
             y.register_hook(lambda grad: self._record(grad, inputs))
@@ -237,9 +239,11 @@ class FeatureMajorLinear(nn.Linear):
     the same product as ``W @ x.T`` (:func:`~sb3_sparse.core.sparse_ops.linear_feature_major`).
     """
 
+    contiguous_output = False  # see SparseLinear.contiguous_output
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2 and x.shape[0] > 1 and x.is_cpu and x.T.is_contiguous():
-            return sparse_ops.linear_feature_major(x, self.weight, self.bias)
+            return sparse_ops.linear_feature_major(x, self.weight, self.bias, self.contiguous_output)
         return super().forward(x)
 
 
@@ -260,6 +264,11 @@ def to_sparse_(network: nn.Module) -> dict[nn.Parameter, nn.Parameter]:
             raise ValueError(CNN_NEEDS_MASKED.format(name=name, kind=type(module).__name__))
         elif type(module) is nn.Linear:
             module.__class__ = FeatureMajorLinear  # the same module and Parameters, another forward
+    for module in network.modules():
+        # A linear layer that ends a Sequential is an output (a Q-value or quantile head; hidden
+        # stacks such as SAC's latent_pi end with an activation): its users may view it.
+        if isinstance(module, nn.Sequential) and len(module) and isinstance(module[-1], SparseLinear | FeatureMajorLinear):
+            module[-1].contiguous_output = True
     return replaced
 
 

@@ -276,18 +276,21 @@ class _SparseLinearFunction(torch.autograd.Function):
         return grad_x, grad_values, None, grad_bias
 
 
-def as_output(y_t: torch.Tensor) -> torch.Tensor:
-    """A layer's ``(batch, out)`` result from its ``(out, batch)`` product: the transposed view, a copy when small.
+def as_output(y_t: torch.Tensor, contiguous: bool = False) -> torch.Tensor:
+    """A layer's ``(batch, out)`` result from its ``(out, batch)`` product: the transposed view, or a copy.
 
     Hidden layers keep the feature-major layout (element-wise activations preserve it, so the
-    next layer's ``x.T`` is contiguous for free); a result of fewer than
-    ``FEATURE_MAJOR_MIN_FEATURES`` features (an action, value or quantile head) is copied to an
-    ordinary contiguous tensor, which costs little and lets downstream code ``view`` it.
+    next layer's ``x.T`` is contiguous for free). A network's output layer (``contiguous``) and
+    any result of fewer than ``FEATURE_MAJOR_MIN_FEATURES`` features (an action or value head)
+    are copied to an ordinary contiguous tensor, which costs little and lets downstream code
+    ``view`` them (QR-DQN views its quantiles).
     """
-    return y_t.T if y_t.shape[0] >= FEATURE_MAJOR_MIN_FEATURES else y_t.T.contiguous()
+    return y_t.T.contiguous() if contiguous or y_t.shape[0] < FEATURE_MAJOR_MIN_FEATURES else y_t.T
 
 
-def linear_feature_major(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def linear_feature_major(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, contiguous: bool = False
+) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` for a 2-D CPU ``x``, computed as ``W @ x.T`` and laid out by :func:`as_output`.
 
     So a network's activations keep one layout whichever path each layer takes: a sparse layer
@@ -295,7 +298,7 @@ def linear_feature_major(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     is not handed a transposed ``x`` with few output features (``F.linear`` on a feature-major
     256-wide ``x`` with 6 outputs is 10x slower than this on the CPU, measured).
     """
-    return as_output(weight @ x.T if bias is None else torch.addmm(bias[:, None], weight, x.T))
+    return as_output(weight @ x.T if bias is None else torch.addmm(bias[:, None], weight, x.T), contiguous)
 
 
 def dense_weight(values: torch.Tensor, index: SparseIndex) -> torch.Tensor:
@@ -306,11 +309,14 @@ def dense_weight(values: torch.Tensor, index: SparseIndex) -> torch.Tensor:
     return values.new_zeros(out * inp).scatter(0, positions, values).view(out, inp)
 
 
-def sparse_linear(x: torch.Tensor, values: torch.Tensor, index: SparseIndex, bias: torch.Tensor | None) -> torch.Tensor:
+def sparse_linear(
+    x: torch.Tensor, values: torch.Tensor, index: SparseIndex, bias: torch.Tensor | None, contiguous: bool = False
+) -> torch.Tensor:
     """``x @ W.T + bias`` for the sparse ``W`` given by ``values`` at ``index``; ``x`` is ``(..., in)``.
 
     Differentiable in ``x``, ``values`` and ``bias``; only the gradients autograd asks for are
     computed. The path (sparse kernels or dense) follows ``index`` (see :class:`SparseIndex`).
+    A batch's result is laid out by :func:`as_output` (``contiguous``: always an ordinary tensor).
     """
     out, inp = index.shape
     # Cheap checks first (int and dtype comparisons): acting calls this per layer per step.
@@ -335,7 +341,8 @@ def sparse_linear(x: torch.Tensor, values: torch.Tensor, index: SparseIndex, bia
         return y.unsqueeze(0) if x.dim() == 2 else y.view(*x.shape[:-1], out)
     x_2d = x.reshape(-1, inp)
     if index.dense:
-        y = linear_feature_major(x_2d, dense_weight(values, index), bias)
+        y = linear_feature_major(x_2d, dense_weight(values, index), bias, contiguous)
         return y if x.dim() == 2 else y.reshape(*x.shape[:-1], out)
-    y = as_output(_SparseLinearFunction.apply(x_2d, values, index, bias) if grad else _forward(x_2d, values, index, bias)[0])
+    y_t = _SparseLinearFunction.apply(x_2d, values, index, bias) if grad else _forward(x_2d, values, index, bias)[0]
+    y = as_output(y_t, contiguous)
     return y if x.dim() == 2 else y.reshape(*x.shape[:-1], out)
