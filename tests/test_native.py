@@ -64,3 +64,30 @@ def test_products_every_batch_tail(batch):
     torch.testing.assert_close(native.times(lib, ccol, row, values, grad_y_t, perm=perm), weight.T @ grad_y_t)
     expected = (grad_y_t @ x_t.T).reshape(-1)[index.long_positions]
     torch.testing.assert_close(native.sampled_dot(lib, crow, col, grad_y_t, x_t), expected)
+
+
+def test_threads_change_nothing():
+    """Rows are split over threads, each row summed by one thread in one order: the same bits."""
+    lib = native.library()
+    assert lib is not None, "the compiled kernels did not build (is a C compiler installed?)"
+    gen = torch.Generator().manual_seed(0)
+    index = SparseIndex(torch.randperm(300 * 200, generator=gen)[:6000].sort().values.to(torch.int32), (300, 200))
+    values, bias = torch.randn(index.nnz, generator=gen), torch.randn(300, generator=gen)
+    x_t, grad_y_t = torch.randn(200, 256, generator=gen), torch.randn(300, 256, generator=gen)
+    crow, col = index.compressed()
+    ccol, row, perm = index.transpose()
+    for threads in (2, 3):
+        assert torch.equal(
+            native.times(lib, crow, col, values, x_t, bias, threads=threads),
+            native.times(lib, crow, col, values, x_t, bias, threads=1),
+        )
+        assert torch.equal(
+            native.times(lib, ccol, row, values, grad_y_t, perm=perm, threads=threads),
+            native.times(lib, ccol, row, values, grad_y_t, perm=perm, threads=1),
+        )
+        assert torch.equal(
+            native.sampled_dot(lib, crow, col, grad_y_t, x_t, threads=threads),
+            native.sampled_dot(lib, crow, col, grad_y_t, x_t, threads=1),
+        )
+    assert native.threads_for(native.PARALLEL_MIN_WORK - 1) == 1
+    assert native.threads_for(native.PARALLEL_MIN_WORK) == torch.get_num_threads()

@@ -7,7 +7,9 @@
  * runs over the batch, contiguous and vectorised (the layout of SparseProp, Nikdan et al. 2023).
  *
  * GCC/Clang vector extensions keep this portable: a 16-float vector is one AVX-512 register,
- * two AVX2 ones or four SSE ones, whatever -march the loader compiled for.
+ * two AVX2 ones or four SSE ones, whatever -march the loader compiled for. Batches are split by
+ * rows over `threads` OpenMP threads (where compiled with OpenMP); each row is computed by one
+ * thread in one order, so results do not depend on the number of threads.
  */
 #include <stdint.h>
 #include <string.h>
@@ -33,7 +35,7 @@ static inline float hsum(vf a) { /* halving tree: four shuffles and adds */
  * one load and one fused multiply-add per input element, no stores until the row is done. */
 void csr_times_f32(int64_t rows, int64_t batch, const int32_t *restrict crow, const int32_t *restrict col,
                    const float *restrict v, const int32_t *restrict perm, const float *restrict x_t,
-                   const float *restrict bias, float *restrict y_t) {
+                   const float *restrict bias, float *restrict y_t, int32_t threads) {
 #define W(k) (perm ? v[perm[k]] : v[k])
     if (batch == 1) { /* acting: a matrix-vector product, eight chains to hide the FMA latency */
         for (int64_t r = 0; r < rows; r++) {
@@ -46,6 +48,7 @@ void csr_times_f32(int64_t rows, int64_t batch, const int32_t *restrict crow, co
         }
         return;
     }
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (int64_t r = 0; r < rows; r++) {
         const int32_t start = crow[r], end = crow[r + 1];
         const float b = bias ? bias[r] : 0.0f;
@@ -80,8 +83,9 @@ void csr_times_f32(int64_t rows, int64_t batch, const int32_t *restrict crow, co
  * grad_y.T @ x at the active entries only. Four entries of a row at a time share gy's loads
  * and give four independent accumulation chains. */
 void csr_sampled_dot_f32(int64_t rows, int64_t batch, const int32_t *restrict crow, const int32_t *restrict col,
-                         const float *restrict gy_t, const float *restrict x_t, float *restrict out) {
+                         const float *restrict gy_t, const float *restrict x_t, float *restrict out, int32_t threads) {
     const int64_t vectorised = batch - batch % L;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (int64_t r = 0; r < rows; r++) {
         const float *gy = gy_t + r * batch;
         int32_t k = crow[r];

@@ -27,7 +27,10 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("csr_kernels.c")
-_FLAGS = (["-O3", "-march=native"], ["-O3"])  # the second where the compiler has no -march=native
+# Tried in order: without OpenMP or -march=native where the compiler lacks them.
+_FLAGS = (["-O3", "-march=native", "-fopenmp"], ["-O3", "-fopenmp"], ["-O3"])
+#: Multiply-adds below which a product runs on one thread (a parallel region costs microseconds).
+PARALLEL_MIN_WORK = 1 << 18
 _COMMON = ["-std=gnu11", "-shared", "-fPIC", "-Wno-psabi"]
 _POINTER, _SIZE = ctypes.c_void_p, ctypes.c_int64
 
@@ -86,9 +89,9 @@ def library() -> ctypes.CDLL | None:
             stacklevel=2,
         )
         return None
-    lib.csr_times_f32.argtypes = [_SIZE, _SIZE, *[_POINTER] * 7]
+    lib.csr_times_f32.argtypes = [_SIZE, _SIZE, *[_POINTER] * 7, ctypes.c_int32]
     lib.csr_times_f32.restype = None
-    lib.csr_sampled_dot_f32.argtypes = [_SIZE, _SIZE, *[_POINTER] * 5]
+    lib.csr_sampled_dot_f32.argtypes = [_SIZE, _SIZE, *[_POINTER] * 5, ctypes.c_int32]
     lib.csr_sampled_dot_f32.restype = None
     return lib
 
@@ -101,10 +104,12 @@ def times(
     rhs_t: torch.Tensor,
     bias: torch.Tensor | None = None,
     perm: torch.Tensor | None = None,
+    threads: int | None = None,
 ) -> torch.Tensor:
     """``W @ rhs_t (+ bias[:, None])`` for the CSR ``W`` (``crow``, ``col``, ``values`` or ``values[perm]``).
 
     :param rhs_t: contiguous float32 ``(columns of W, batch)``; every tensor contiguous, on the CPU.
+    :param threads: threads to split the rows over; default :func:`threads_for` the work.
     :return: contiguous ``(rows of W, batch)``.
     """
     out = rhs_t.new_empty(crow.shape[0] - 1, rhs_t.shape[1])
@@ -118,14 +123,28 @@ def times(
         rhs_t.data_ptr(),
         None if bias is None else bias.data_ptr(),
         out.data_ptr(),
+        threads_for(col.shape[0] * out.shape[1]) if threads is None else threads,
     )
     return out
 
 
+def threads_for(work: int) -> int:
+    """PyTorch's intra-op thread count for ``work`` multiply-adds, 1 below ``PARALLEL_MIN_WORK``."""
+    return torch.get_num_threads() if work >= PARALLEL_MIN_WORK else 1
+
+
 def sampled_dot(
-    lib: ctypes.CDLL, crow: torch.Tensor, col: torch.Tensor, grad_y_t: torch.Tensor, x_t: torch.Tensor
+    lib: ctypes.CDLL,
+    crow: torch.Tensor,
+    col: torch.Tensor,
+    grad_y_t: torch.Tensor,
+    x_t: torch.Tensor,
+    threads: int | None = None,
 ) -> torch.Tensor:
-    """``(grad_y_t @ x_t.T)`` at the active entries of the CSR pattern, in its order (``grad_values``)."""
+    """``(grad_y_t @ x_t.T)`` at the active entries of the CSR pattern, in its order (``grad_values``).
+
+    :param threads: as for :func:`times`.
+    """
     out = grad_y_t.new_empty(col.shape[0])
     lib.csr_sampled_dot_f32(
         grad_y_t.shape[0],
@@ -135,5 +154,6 @@ def sampled_dot(
         grad_y_t.data_ptr(),
         x_t.data_ptr(),
         out.data_ptr(),
+        threads_for(col.shape[0] * grad_y_t.shape[1]) if threads is None else threads,
     )
     return out

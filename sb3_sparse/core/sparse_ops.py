@@ -196,7 +196,9 @@ class SparseIndex:
         values, x, bias = values.contiguous(), x.contiguous(), None if bias is None else bias.contiguous()
         y = torch.empty(self.shape[0], dtype=x.dtype)
         bias_ptr = None if bias is None else bias.data_ptr()
-        lib.csr_times_f32(self.shape[0], 1, crow_ptr, col_ptr, values.data_ptr(), None, x.data_ptr(), bias_ptr, y.data_ptr())
+        lib.csr_times_f32(
+            self.shape[0], 1, crow_ptr, col_ptr, values.data_ptr(), None, x.data_ptr(), bias_ptr, y.data_ptr(), 1
+        )
         return y
 
     def csr_transposed(self, values: torch.Tensor) -> torch.Tensor:
