@@ -229,7 +229,7 @@ def test_the_folder_is_written_when_no_video_can_be_made(zoo_run, tmp_path, monk
     assert (tmp_path / "repo" / "README.md").is_file() and not (tmp_path / "repo" / "replay.mp4").exists()
 
 
-@pytest.mark.parametrize("name", ["TD3", "DDPG", "SAC", "DQN", "QRDQN", "TQC", "CrossQ"])
+@pytest.mark.parametrize("name", ["TD3", "DDPG", "SAC", "DQN", "QRDQN", "TQC", "CrossQ", "PPO", "A2C"])
 def test_algorithm_of_a_saved_sparse_model(name, tmp_path):
     """`python -m sb3_sparse info` and the Hub packaging find the algorithm from the saved policy class."""
     import sb3_contrib
@@ -240,6 +240,40 @@ def test_algorithm_of_a_saved_sparse_model(name, tmp_path):
 
     algo = getattr(stable_baselines3, name, None) or getattr(sb3_contrib, name)
     env = "CartPole-v1" if name in ("DQN", "QRDQN") else "Pendulum-v1"
-    algo("SparseMlpPolicy", env, policy_kwargs=dict(net_arch=[32, 32]), buffer_size=10).save(tmp_path / "model")
+    sizes = dict(n_steps=8) if name in ("PPO", "A2C") else dict(buffer_size=10)  # PPO and A2C share one policy class
+    algo("SparseMlpPolicy", env, policy_kwargs=dict(net_arch=[32, 32]), **sizes).save(tmp_path / "model")
     data, _, _ = load_from_zip_file(tmp_path / "model.zip")
     assert algorithm_of(data) is algo and zoo_name(algo) == name.lower()
+
+
+@pytest.mark.parametrize("name", ["PPO", "A2C"])
+def test_on_policy_model_card(name):
+    """The card of a sparse PPO/A2C agent: both networks' layers, the on-policy method, the usage lines."""
+    import stable_baselines3
+
+    from sb3_sparse.model_card import model_card, sparsity_report
+
+    algo = getattr(stable_baselines3, name)
+    model = algo("SparseMlpPolicy", "CartPole-v1", n_steps=32, policy_kwargs=dict(sparsity=0.8, net_arch=[32, 32]), seed=0)
+    model.learn(64, callback=sb3_sparse.SparseTrainingCallback())
+    report = sparsity_report(model)
+    assert set(report["networks"]) == {"actor", "critic"} and report["sparsity"] == pytest.approx(0.8, abs=0.01)
+    card = model_card(
+        algo=name.lower(),
+        algo_class_name=name,
+        env_id="CartPole-v1",
+        repo_id=f"sparse-org/{name.lower()}-CartPole-v1",
+        model_filename=f"{name.lower()}-CartPole-v1.zip",
+        mean_reward=100.0,
+        std_reward=5.0,
+        report=report,
+        hyperparams={},
+        env_kwargs={},
+        install="sb3-sparse",
+    )
+    text = str(card)
+    assert f"# **{name}** agent" in text and "80.00% sparse" in text
+    for network in ("actor", "critic"):
+        for layer, entry in report["networks"][network]["layers"].items():
+            assert f"| {network} | `{layer}` | {entry['sparsity']:.4f} |" in text
+    assert f"--algo {name.lower()} --env CartPole-v1" in text
