@@ -250,6 +250,10 @@ class FeatureMajorLinear(nn.Linear):
 def to_sparse_(network: nn.Module) -> dict[nn.Parameter, nn.Parameter]:
     """Replace every masked layer of ``network`` by a :class:`SparseLinear` with the same weights.
 
+    Plain ``nn.Linear`` layers become :class:`FeatureMajorLinear` (the same modules and
+    Parameters), and the linear layer that ends each ``nn.Sequential`` returns contiguous results
+    (``contiguous_output``), so the network's layout changes nothing outside it.
+
     :return: each replaced weight Parameter -> the ``values`` Parameter that replaces it (for an
         optimizer built before the conversion, see :func:`swap_parameters_`).
     :raises ValueError: for a masked convolution (only linear layers have a truly sparse kernel).

@@ -6,22 +6,22 @@ sorted ascending. :class:`SparseIndex` derives what the kernels need from the po
 per topology (a new topology is a new index); :func:`sparse_linear` computes
 ``x @ W.T + bias`` and its backward for ``x``, ``values`` and ``bias`` without a dense ``W``.
 
-Kernels (chosen by ``benchmarks/bench_kernels.py``, CPU, one thread):
+Kernels (chosen by ``benchmarks/bench_kernels.py``), each product computed feature-major as
+``W @ x.T`` (the ``(out, batch)`` result; see :func:`as_output` for the layout passed on):
 
-- forward ``W @ x.T``: a CSR product with int32 indices. From ``_REDUCE_MIN_ROWS`` rows of
-  ``x`` on, PyTorch's own vectorised CSR kernel (``torch.sparse.mm(..., reduce="sum")``);
-  below, MKL's (``torch.mm``/``torch.addmm`` on a CSR tensor), which costs less per call;
-- ``grad_x = grad_y @ W``: the same product with ``W.T`` (the CSC form of ``W``: its transpose
-  as CSR, values permuted by a cached permutation);
-- ``grad_values``: ``torch.sparse.sampled_addmm`` (SDDMM) of ``grad_y.T @ x`` at the active
-  entries only, one dot product over the batch per entry;
-- ``grad_bias = grad_y.sum(0)``;
-- one input row without autograd (acting): a CSR matrix-vector product (``torch.addmv``).
+- float32 on the CPU: the compiled kernels of :mod:`.native` (``csr_kernels.c``): the forward
+  over ``W``'s CSR arrays, ``grad_x = grad_y @ W`` over ``W.T``'s (values read through the
+  permutation between the two orders), ``grad_values`` as dot products over the batch at the
+  active entries only (SDDMM), and a matrix-vector branch for one input row (acting);
+- where they cannot be built, and in float64, PyTorch's: ``torch.sparse.mm(..., reduce="sum")``
+  from ``_REDUCE_MIN_ROWS`` rows on and MKL's ``addmm`` below, the same with ``W.T`` as CSR for
+  ``grad_x``, ``torch.sparse.sampled_addmm`` for ``grad_values``, ``torch.addmv`` for one row;
+- ``grad_bias`` is a sum over the batch.
 
-The dense path, ``F.linear`` with :func:`dense_weight` (the same result to rounding), takes a
+The dense path, ``W @ x.T`` with :func:`dense_weight` (the same result to rounding), takes a
 batch where the sparse kernels do not pay (:func:`sparse_kernels_pay`: too dense or too
-small), tensors off the CPU (the sparse kernels were not measured on a GPU, so CUDA runs
-dense), dtypes other than float32/float64, and empty batches.
+small); ``F.linear`` takes tensors off the CPU (no sparse kernel was measured on a GPU, so
+CUDA runs dense), other dtypes and empty batches.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from . import native
 #: Cost models of the sparse kernels against ``nn.Linear`` (forward + backward, batch 256, each
 #: in its network's layout), in units of one dense weight: ``(per active entry, per call)``.
 #: Fitted to ``bench_kernels.py --break-even`` (docs/backend/kernels_break_even*.json). The
-#: compiled kernels (:mod:`.native`) break even near 55-60% sparsity on every layer shape of
+#: compiled kernels (:mod:`.native`) break even near 50-60% sparsity on every layer shape of
 #: SB3 MLPs but a single output (never); PyTorch's near 76% at 1024x1024, 82% at 256x256 and
 #: never on small layers.
 COST_MODELS = {"compiled": (2, 256), "torch": (4, 16384)}
@@ -241,8 +241,8 @@ class _SparseLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, values: torch.Tensor, index: SparseIndex, bias: torch.Tensor | None) -> torch.Tensor:
-        # The (out, batch) product itself: its layout view is taken outside, so that the
-        # activation after the layer may work in place on it (PyTorch forbids that on a view
+        # The (out, batch) product itself; its layout view is taken outside, so that an
+        # in-place activation after the layer works (PyTorch refuses to modify in place a view
         # made inside a custom Function).
         y_t, x_t = _forward(x, values, index, bias)
         ctx.index = index
