@@ -298,7 +298,7 @@ def linear_feature_major(
     So a network's activations keep one layout whichever path each layer takes: a sparse layer
     after a dense one copies no transpose, no element-wise backward meets two layouts, and BLAS
     is not handed a transposed ``x`` with few output features (``F.linear`` on a feature-major
-    256-wide ``x`` with 6 outputs is 10x slower than this on the CPU, measured).
+    ``x`` is much slower than this on the CPU for a head with few outputs).
     """
     return as_output(weight @ x.T if bias is None else torch.addmm(bias[:, None], weight, x.T), contiguous)
 
@@ -335,7 +335,7 @@ def sparse_linear(
     if not grad and x.numel() == inp:
         # Acting (SB3's predict): one CSR matrix-vector product whatever the density, so that
         # acting never builds the dense weight, and as few calls as possible around it.
-        if x.dtype == torch.float32 and native.library() is not None:
+        if _kernels(x.dtype) is not None:
             return index.matvec(values, x, bias).view(*x.shape[:-1], out)
         x_1d = x[0] if x.dim() == 2 else x.reshape(inp)
         csr = index.csr(values)
