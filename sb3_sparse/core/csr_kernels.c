@@ -29,13 +29,42 @@ static inline float hsum(vf a) { /* halving tree: four shuffles and adds */
     return a[0];
 }
 
-/* y_t[r, :] = bias[r] + sum over r's entries k of W(k) * x_t[col[k], :]   (bias may be NULL).
+/* Activations fused into the products, exactly as PyTorch computes them and their gradients.
+ * Forward: LeakyReLU (slope > 0) y = x > 0 ? x : x * slope; ReLU (slope 0) gives +0 below zero
+ * and keeps NaN. Backward, from the activated output y (y > 0 exactly where the input was):
+ * LeakyReLU g' = y > 0 ? g : g * slope; ReLU g' = y <= 0 ? 0 : g. */
+static inline float act_s(float a, float slope) { return a > 0 ? a : (slope != 0 ? a * slope : (a != a ? a : 0.0f)); }
+
+static inline vf act_v(vf a, float slope) {
+    const vi keep = a > 0;
+    const vf below = slope != 0 ? a * slope : (vf)((vi)a & (a != a)); /* ReLU: +0, NaN kept */
+    return (vf)((keep & (vi)a) | (~keep & (vi)below));
+}
+
+static inline float gate_s(float g, float y, float slope) {
+    return slope != 0 ? (y > 0 ? g : g * slope) : (y <= 0 ? 0.0f : g);
+}
+
+static inline vf gate_v(vf g, vf y, float slope) {
+    if (slope == 0) return (vf)(~(y <= 0) & (vi)g);
+    const vi keep = y > 0;
+    return (vf)((keep & (vi)g) | (~keep & (vi)(g * slope)));
+}
+
+/* What a product does to each result before storing it: the forward activation (activate), or
+ * the gradient of the activation whose output is `gate` (gate non-NULL); then, where `sums` is
+ * given, sums[r] = the row's total over the batch (a bias gradient). */
+#define FINISH_V(a, r, j) (activate ? act_v(a, slope) : gate ? gate_v(a, load(gate + (r) * batch + (j)), slope) : (a))
+#define FINISH_S(a, r, j) (activate ? act_s(a, slope) : gate ? gate_s(a, gate[(r) * batch + (j)], slope) : (a))
+
+/* y_t[r, :] = finish(bias[r] + sum over r's entries k of W(k) * x_t[col[k], :])   (bias may be NULL).
  * Forward (W, perm NULL) and grad_x (W's transpose, perm given; x_t = grad_y_t). A block of 64
  * batch columns of the output row stays in four vector registers across the row's entries:
  * one load and one fused multiply-add per input element, no stores until the row is done. */
 void csr_times_f32(int64_t rows, int64_t batch, const int32_t *restrict crow, const int32_t *restrict col,
                    const float *restrict v, const int32_t *restrict perm, const float *restrict x_t,
-                   const float *restrict bias, float *restrict y_t, int32_t threads) {
+                   const float *restrict bias, float *restrict y_t, int32_t activate, float slope,
+                   const float *restrict gate, float *restrict sums, int32_t threads) {
 #define W(k) (perm ? v[perm[k]] : v[k])
     if (batch == 1) { /* acting: a matrix-vector product, eight chains to hide the FMA latency */
         for (int64_t r = 0; r < rows; r++) {
@@ -44,7 +73,9 @@ void csr_times_f32(int64_t rows, int64_t batch, const int32_t *restrict crow, co
             for (; k + 8 <= crow[r + 1]; k += 8)
                 for (int i = 0; i < 8; i++) a[i] += W(k + i) * x_t[col[k + i]];
             for (int i = 0; k < crow[r + 1]; k++, i++) a[i] += W(k) * x_t[col[k]];
-            y_t[r] = (bias ? bias[r] : 0.0f) + (((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])));
+            const float y = (bias ? bias[r] : 0.0f) + (((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])));
+            y_t[r] = FINISH_S(y, r, 0);
+            if (sums) sums[r] = y_t[r];
         }
         return;
     }
@@ -53,6 +84,8 @@ void csr_times_f32(int64_t rows, int64_t batch, const int32_t *restrict crow, co
         const int32_t start = crow[r], end = crow[r + 1];
         const float b = bias ? bias[r] : 0.0f;
         float *restrict y = y_t + r * batch;
+        vf total = {0};
+        float tail = 0.0f;
         int64_t j0 = 0;
         for (; j0 + 4 * L <= batch; j0 += 4 * L) {
             vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
@@ -62,19 +95,26 @@ void csr_times_f32(int64_t rows, int64_t batch, const int32_t *restrict crow, co
                 const float *x = x_t + (int64_t)col[k] * batch + j0;
                 a0 += w * load(x), a1 += w * load(x + L), a2 += w * load(x + 2 * L), a3 += w * load(x + 3 * L);
             }
+            a0 = FINISH_V(a0, r, j0), a1 = FINISH_V(a1, r, j0 + L);
+            a2 = FINISH_V(a2, r, j0 + 2 * L), a3 = FINISH_V(a3, r, j0 + 3 * L);
             store(y + j0, a0), store(y + j0 + L, a1), store(y + j0 + 2 * L, a2), store(y + j0 + 3 * L, a3);
+            total += (a0 + a1) + (a2 + a3);
         }
         for (; j0 + L <= batch; j0 += L) {
             vf a = {0};
             a += b;
             for (int32_t k = start; k < end; k++) a += W(k) * load(x_t + (int64_t)col[k] * batch + j0);
+            a = FINISH_V(a, r, j0);
             store(y + j0, a);
+            total += a;
         }
-        for (int64_t j = j0; j < batch; j++) { /* the last batch % 16 columns; all of a batch of 1 */
+        for (int64_t j = j0; j < batch; j++) { /* the last batch % 16 columns */
             float a = b;
             for (int32_t k = start; k < end; k++) a += W(k) * x_t[(int64_t)col[k] * batch + j];
-            y[j] = a;
+            y[j] = FINISH_S(a, r, j);
+            tail += y[j];
         }
+        if (sums) sums[r] = hsum(total) + tail;
     }
 #undef W
 }
@@ -112,5 +152,26 @@ void csr_sampled_dot_f32(int64_t rows, int64_t batch, const int32_t *restrict cr
             for (int64_t j = vectorised; j < batch; j++) s += gy[j] * x[j];
             out[k] = s;
         }
+    }
+}
+
+/* out = the gradient before a fused activation, from the gradient g after it and the activated
+ * output y, both (rows x batch); where `sums` is given, sums[r] = row r's total (a bias gradient).
+ * out may be g (in place). */
+void act_grad_f32(int64_t rows, int64_t batch, const float *g, const float *restrict y, float slope, float *out,
+                  float *restrict sums) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *gr = g + r * batch, *yr = y + r * batch;
+        float *o = out + r * batch;
+        vf total = {0};
+        float tail = 0.0f;
+        int64_t j = 0;
+        for (; j + L <= batch; j += L) {
+            const vf a = gate_v(load(gr + j), load(yr + j), slope);
+            store(o + j, a);
+            total += a;
+        }
+        for (; j < batch; j++) tail += (o[j] = gate_s(gr[j], yr[j], slope));
+        if (sums) sums[r] = hsum(total) + tail;
     }
 }

@@ -89,10 +89,14 @@ def library() -> ctypes.CDLL | None:
             stacklevel=2,
         )
         return None
-    lib.csr_times_f32.argtypes = [_SIZE, _SIZE, *[_POINTER] * 7, ctypes.c_int32]
+    # rows, batch; crow, col, values, perm, x_t, bias, y_t; activate, slope; gate, sums; threads
+    activation = [ctypes.c_int32, ctypes.c_float]
+    lib.csr_times_f32.argtypes = [_SIZE, _SIZE, *[_POINTER] * 7, *activation, *[_POINTER] * 2, ctypes.c_int32]
     lib.csr_times_f32.restype = None
     lib.csr_sampled_dot_f32.argtypes = [_SIZE, _SIZE, *[_POINTER] * 5, ctypes.c_int32]
     lib.csr_sampled_dot_f32.restype = None
+    lib.act_grad_f32.argtypes = [_SIZE, _SIZE, _POINTER, _POINTER, ctypes.c_float, *[_POINTER] * 2]
+    lib.act_grad_f32.restype = None
     return lib
 
 
@@ -105,14 +109,23 @@ def times(
     bias: torch.Tensor | None = None,
     perm: torch.Tensor | None = None,
     threads: int | None = None,
+    activation: float | None = None,
+    gate: tuple[torch.Tensor, float] | None = None,
+    sums: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``W @ rhs_t (+ bias[:, None])`` for the CSR ``W`` (``crow``, ``col``, ``values`` or ``values[perm]``).
 
     :param rhs_t: contiguous float32 ``(columns of W, batch)``; every tensor contiguous, on the CPU.
     :param threads: threads to split the rows over; default :func:`threads_for` the work.
+    :param activation: the negative slope of an activation applied to the result (0: ReLU,
+        > 0: LeakyReLU), or ``None``.
+    :param gate: ``(y, slope)``: multiply the result by the gradient of that activation at its
+        output ``y`` (``(rows of W, batch)``): a gradient taken back through it.
+    :param sums: a ``(rows of W,)`` tensor, filled with the result's totals over the batch.
     :return: contiguous ``(rows of W, batch)``.
     """
     out = rhs_t.new_empty(crow.shape[0] - 1, rhs_t.shape[1])
+    slope = activation if activation is not None else gate[1] if gate is not None else 0.0
     lib.csr_times_f32(
         out.shape[0],
         out.shape[1],
@@ -123,7 +136,32 @@ def times(
         rhs_t.data_ptr(),
         None if bias is None else bias.data_ptr(),
         out.data_ptr(),
+        activation is not None,
+        slope,
+        None if gate is None else gate[0].data_ptr(),
+        None if sums is None else sums.data_ptr(),
         threads_for(col.shape[0] * out.shape[1]) if threads is None else threads,
+    )
+    return out
+
+
+def activation_grad(
+    lib: ctypes.CDLL,
+    grad: torch.Tensor,
+    output: torch.Tensor,
+    slope: float,
+    out: torch.Tensor | None = None,
+    sums: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The gradient before a ReLU/LeakyReLU (``slope``) from ``grad`` after it and its output, both contiguous float32 2-D.
+
+    :param out: where to write it (may be ``grad``: in place); default a new tensor.
+    :param sums: as for :func:`times`.
+    """
+    out = torch.empty_like(output) if out is None else out
+    rows, batch = output.shape
+    lib.act_grad_f32(
+        rows, batch, grad.data_ptr(), output.data_ptr(), slope, out.data_ptr(), None if sums is None else sums.data_ptr()
     )
     return out
 

@@ -273,6 +273,10 @@ def to_sparse_(network: nn.Module) -> dict[nn.Parameter, nn.Parameter]:
         # stacks such as SAC's latent_pi end with an activation): its users may view it.
         if isinstance(module, nn.Sequential) and len(module) and isinstance(module[-1], SparseLinear | FeatureMajorLinear):
             module[-1].contiguous_output = True
+        if type(module) is nn.Sequential and any(isinstance(child, SparseLinear) for child in module):
+            from .fused import FusedSequential  # fused imports this module
+
+            module.__class__ = FusedSequential  # the same modules, one autograd node (see fused)
     return replaced
 
 
