@@ -84,6 +84,11 @@ def _activate_(y: torch.Tensor, kind: Kind) -> torch.Tensor:
     return y
 
 
+def _feature_major(lib, x: torch.Tensor) -> torch.Tensor:
+    """``x.T`` contiguous: free when ``x`` is a sparse stack's (feature-major) output."""
+    return x.T if x.T.is_contiguous() else native.transpose(lib, x.contiguous())
+
+
 def _forward(plan: Plan, lib, x_t: torch.Tensor, params: tuple[torch.Tensor | None, ...]) -> list[torch.Tensor]:
     """Each layer's activated ``(out, batch)`` output, from the feature-major input ``x_t``."""
     outputs = []
@@ -101,47 +106,57 @@ def _forward(plan: Plan, lib, x_t: torch.Tensor, params: tuple[torch.Tensor | No
     return outputs
 
 
+def _batch_major(plan: Plan) -> bool:
+    """Whether the stack returns an ordinary ``(batch, out)`` tensor, as its last layer would (see ``as_output``)."""
+    last = plan[-1][0]
+    return last.contiguous_output or last.out_features < sparse_ops.FEATURE_MAJOR_MIN_FEATURES
+
+
 def _act_grad(lib, grad_t: torch.Tensor, y_t: torch.Tensor, kind: Kind, sums: torch.Tensor | None, own: bool):
     """The gradient before activation ``kind`` (output ``y_t``), with its row totals in ``sums``; in place if ``own``."""
     if kind == TANH:
         grad_t = grad_t * (1 - y_t * y_t)
     elif kind is not None:
-        grad_t = native.activation_grad(lib, grad_t, y_t, kind, out=grad_t if own else None, sums=sums)
-        return grad_t
+        return native.activation_grad(lib, grad_t, y_t, kind, out=grad_t if own else None, sums=sums)
     if sums is not None:
         torch.sum(grad_t, 1, out=sums)
     return grad_t
 
 
 class _FusedFunction(torch.autograd.Function):
-    """The chain of layers and activations of a :class:`FusedSequential` as one autograd node."""
+    """The chain of layers and activations of a :class:`FusedSequential` as one autograd node.
+
+    Takes ``x`` as ``(batch, in)`` and returns the last output as ``(out, batch)``, or as
+    ``(batch, out)`` where the stack returns ordinary tensors: the transpositions happen inside,
+    with no autograd node of their own.
+    """
 
     @staticmethod
-    def forward(ctx, plan: Plan, lib, x_t: torch.Tensor, *params: torch.Tensor | None) -> torch.Tensor:
+    def forward(ctx, plan: Plan, lib, x: torch.Tensor, *params: torch.Tensor | None) -> torch.Tensor:
+        x_t = _feature_major(lib, x)
         outputs = _forward(plan, lib, x_t, params)
-        ctx.plan, ctx.lib = plan, lib
+        ctx.plan, ctx.lib, ctx.batch_major = plan, lib, _batch_major(plan)
         ctx.save_for_backward(x_t, *outputs, *params)
-        return outputs[-1]
+        return native.transpose(lib, outputs[-1]) if ctx.batch_major else outputs[-1]
 
     @staticmethod
-    def backward(ctx, grad_t: torch.Tensor):
+    def backward(ctx, grad: torch.Tensor):
         plan, lib, n = ctx.plan, ctx.lib, len(ctx.plan)
         saved = ctx.saved_tensors
         inputs, outputs, params = saved[:n], saved[1 : n + 1], saved[n + 1 :]
         needs, needs_x = ctx.needs_input_grad[3:], ctx.needs_input_grad[2]
         grads: list[torch.Tensor | None] = [None] * (2 * n)
+        # Bias gradients are summed where their layer's gradient is made; allocated here.
+        for i in range(n):
+            if needs[2 * i + 1]:
+                grads[2 * i + 1] = outputs[i].new_empty(outputs[i].shape[0])
+        grad_t = native.transpose(lib, grad.contiguous()) if ctx.batch_major else grad.contiguous()
+        grad_t = _act_grad(lib, grad_t, outputs[-1], plan[-1][1], grads[-1], own=ctx.batch_major)
         # Go down only as far as something wants a gradient (the input is usually observations).
-        lowest = next((i for i in range(n) if needs[2 * i] or needs[2 * i + 1]), n)
-        stop = 0 if needs_x else lowest
-
-        def sums_for(i: int) -> torch.Tensor | None:  # where layer i's bias gradient is summed
-            return outputs[i].new_empty(outputs[i].shape[0]) if needs[2 * i + 1] else None
-
-        grads[2 * n - 1] = sums_for(n - 1)
-        grad_t = _act_grad(lib, grad_t.contiguous(), outputs[-1], plan[-1][1], grads[2 * n - 1], own=False)
+        stop = 0 if needs_x else next((i for i in range(n) if needs[2 * i] or needs[2 * i + 1]), n)
         for i in reversed(range(stop, n)):
-            layer, _ = plan[i]
-            weight, sparse = params[2 * i], _sparse(layer)
+            layer, weight = plan[i][0], params[2 * i]
+            sparse = _sparse(layer)
             if needs[2 * i]:
                 if sparse:
                     grads[2 * i] = native.sampled_dot(lib, *layer.index.compressed(), grad_t, inputs[i])
@@ -149,23 +164,22 @@ class _FusedFunction(torch.autograd.Function):
                     grads[2 * i] = (grad_t @ inputs[i].T).reshape(-1)[layer.index.long_positions]
                 else:
                     grads[2 * i] = grad_t @ inputs[i].T
-            if not (i > stop or needs_x):
+            if i == stop and not needs_x:
                 break
-            # The gradient at this layer's input: before the activation below it, if any.
-            kind, below = (plan[i - 1][1], outputs[i - 1]) if i else (None, None)
-            sums = sums_for(i - 1) if i else None
-            if i:
-                grads[2 * i - 1] = sums
-            fuse_gate = kind is not None and kind != TANH
+            # The gradient at this layer's input, taken back through the activation below, if any.
+            kind, below, sums = (plan[i - 1][1], outputs[i - 1], grads[2 * i - 1]) if i else (None, None, None)
+            if sparse and kind is not None and kind != TANH:
+                ccol, row, perm = layer.index.transpose()
+                grad_t = native.times(lib, ccol, row, weight, grad_t, perm=perm, gate=(below, kind), sums=sums)
+                continue
             if sparse:
                 ccol, row, perm = layer.index.transpose()
-                gate = (below, kind) if fuse_gate else None
-                grad_t = native.times(lib, ccol, row, weight, grad_t, perm=perm, gate=gate, sums=sums if fuse_gate else None)
+                grad_t = native.times(lib, ccol, row, weight, grad_t, perm=perm)
             else:
                 grad_t = _dense(layer, weight).T @ grad_t
-            if i and not (sparse and fuse_gate):
+            if i:
                 grad_t = _act_grad(lib, grad_t, below, kind, sums, own=True)
-        return None, None, grad_t if needs_x else None, *grads
+        return None, None, grad_t.T if needs_x else None, *grads
 
 
 class FusedSequential(nn.Sequential):
@@ -183,10 +197,11 @@ class FusedSequential(nn.Sequential):
         grad = torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in params))
         if x.shape[0] == 1 and not grad:
             return _act(plan, params, x)
-        x_t = x.T.contiguous()  # free when x comes from a sparse stack (feature-major)
-        y_t = _FusedFunction.apply(plan, lib, x_t, *params) if grad else _forward(plan, lib, x_t, params)[-1]
-        # Laid out as the last layer lays out its result (activations keep the layout).
-        return sparse_ops.as_output(y_t, plan[-1][0].contiguous_output)
+        if grad:
+            y = _FusedFunction.apply(plan, lib, x, *params)
+            return y if _batch_major(plan) else y.T  # a view outside: in-place ops on it work
+        y_t = _forward(plan, lib, _feature_major(lib, x), params)[-1]
+        return native.transpose(lib, y_t) if _batch_major(plan) else y_t.T
 
     def _fusable(self, x: torch.Tensor) -> Plan | None:
         if (

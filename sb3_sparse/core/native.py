@@ -97,6 +97,8 @@ def library() -> ctypes.CDLL | None:
     lib.csr_sampled_dot_f32.restype = None
     lib.act_grad_f32.argtypes = [_SIZE, _SIZE, _POINTER, _POINTER, ctypes.c_float, *[_POINTER] * 2]
     lib.act_grad_f32.restype = None
+    lib.transpose_f32.argtypes = [_SIZE, _SIZE, _POINTER, _POINTER]
+    lib.transpose_f32.restype = None
     return lib
 
 
@@ -163,6 +165,13 @@ def activation_grad(
     lib.act_grad_f32(
         rows, batch, grad.data_ptr(), output.data_ptr(), slope, out.data_ptr(), None if sums is None else sums.data_ptr()
     )
+    return out
+
+
+def transpose(lib: ctypes.CDLL, x: torch.Tensor) -> torch.Tensor:
+    """``x.T`` as a contiguous tensor, for a contiguous float32 2-D ``x``."""
+    out = x.new_empty(x.shape[1], x.shape[0])
+    lib.transpose_f32(x.shape[0], x.shape[1], x.data_ptr(), out.data_ptr())
     return out
 
 
