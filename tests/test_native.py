@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from sb3_sparse.core import native
 from sb3_sparse.core.sparse_ops import SparseIndex, dense_weight, sparse_linear
@@ -64,6 +65,39 @@ def test_products_every_batch_tail(batch):
     torch.testing.assert_close(native.times(lib, ccol, row, values, grad_y_t, perm=perm), weight.T @ grad_y_t)
     expected = (grad_y_t @ x_t.T).reshape(-1)[index.long_positions]
     torch.testing.assert_close(native.sampled_dot(lib, crow, col, grad_y_t, x_t), expected)
+    # Fused activations, as PyTorch's modules compute them and their gradients (from the output).
+    pre = weight @ x_t + bias[:, None]
+    below = torch.randn(cols, batch, generator=gen)  # pre-activations of the layer below
+    for slope in (0.0, 0.01):
+        act = nn.ReLU() if slope == 0 else nn.LeakyReLU(slope)
+        forward = native.times(lib, crow, col, values, x_t, bias, activation=slope)
+        torch.testing.assert_close(forward, act(pre), rtol=0, atol=1e-6)
+        y_below = act(below)
+        reference = torch.autograd.functional.vjp(act, below, weight.T @ grad_y_t)[1]
+        sums = torch.empty(cols)
+        gated = native.times(lib, ccol, row, values, grad_y_t, perm=perm, gate=(y_below, slope), sums=sums)
+        torch.testing.assert_close(gated, reference)
+        torch.testing.assert_close(sums, reference.sum(1))
+        grad_below = torch.randn(cols, batch, generator=gen)
+        reference = torch.autograd.functional.vjp(act, below, grad_below)[1]
+        sums = torch.empty(cols)
+        assert torch.equal(native.activation_grad(lib, grad_below, y_below, slope), reference)
+        in_place = native.activation_grad(lib, grad_below, y_below, slope, out=grad_below, sums=sums)
+        assert in_place is grad_below and torch.equal(grad_below, reference)
+        torch.testing.assert_close(sums, reference.sum(1))
+    assert torch.equal(native.transpose(lib, x_t), x_t.T)
+
+
+def test_fused_activation_gradients_treat_nan_as_pytorch_does():
+    """ReLU's backward lets a gradient through at a NaN output, LeakyReLU's scales it (both read y > 0 / y <= 0)."""
+    lib = native.library()
+    assert lib is not None, "the compiled kernels did not build (is a C compiler installed?)"
+    below = torch.tensor([[float("nan"), -1.0, 0.0, 2.0] * 5])
+    grad = torch.arange(1.0, 21.0)[None]
+    for act, slope in ((nn.ReLU(), 0.0), (nn.LeakyReLU(0.1), 0.1)):
+        x = below.clone().requires_grad_()
+        act(x).backward(grad)
+        assert torch.equal(native.activation_grad(lib, grad, act(below), slope), x.grad)
 
 
 def test_threads_change_nothing():

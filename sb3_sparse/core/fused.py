@@ -136,7 +136,10 @@ class _FusedFunction(torch.autograd.Function):
         x_t = _feature_major(lib, x)
         outputs = _forward(plan, lib, x_t, params)
         ctx.plan, ctx.lib, ctx.batch_major = plan, lib, _batch_major(plan)
-        ctx.save_for_backward(x_t, *outputs, *params)
+        # The last output only where its activation's gradient reads it (as nn.ReLU and nn.Tanh
+        # keep theirs): then, as after those modules, the result must not be modified in place.
+        last = outputs[-1] if plan[-1][1] is not None else None
+        ctx.save_for_backward(x_t, *outputs[:-1], last, *params)
         return native.transpose(lib, outputs[-1]) if ctx.batch_major else outputs[-1]
 
     @staticmethod
@@ -149,7 +152,7 @@ class _FusedFunction(torch.autograd.Function):
         # Bias gradients are summed where their layer's gradient is made; allocated here.
         for i in range(n):
             if needs[2 * i + 1]:
-                grads[2 * i + 1] = outputs[i].new_empty(outputs[i].shape[0])
+                grads[2 * i + 1] = grad.new_empty(plan[i][0].out_features)
         grad_t = native.transpose(lib, grad.contiguous()) if ctx.batch_major else grad.contiguous()
         grad_t = _act_grad(lib, grad_t, outputs[-1], plan[-1][1], grads[-1], own=ctx.batch_major)
         # Go down only as far as something wants a gradient (the input is usually observations).

@@ -1,0 +1,188 @@
+"""One autograd node per network (``FusedSequential``): the module-by-module results, and when it steps aside."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from sb3_contrib import QRDQN
+from stable_baselines3 import DQN, SAC, TD3
+from test_accounting import CheetahShapes
+from torch import nn
+
+from sb3_sparse.core import fused, native
+from sb3_sparse.core.fused import FusedSequential
+from sb3_sparse.core.layers import MaskedLinear
+from sb3_sparse.core.sparse_layer import SparseLinear, to_sparse_
+
+
+def module_by_module(network: nn.Module) -> nn.Module:
+    """A copy of ``network`` whose stacks run as plain ``nn.Sequential``s (the reference)."""
+    copied = copy.deepcopy(network)
+    for module in copied.modules():
+        if type(module) is FusedSequential:
+            module.__class__ = nn.Sequential
+    return copied
+
+
+def stack(activation: nn.Module, last: nn.Module | None = None, density: float = 0.2, seed: int = 0) -> nn.Sequential:
+    """Sparse 30 -> 70 -> 80 (activations after each) -> a dense head of 5, as ``to_sparse_`` leaves an SB3 MLP."""
+    torch.manual_seed(seed)
+    layers = [MaskedLinear(30, 70), activation, MaskedLinear(70, 80), copy.deepcopy(activation), nn.Linear(80, 5)]
+    for layer in layers[:3:2]:
+        with torch.no_grad():
+            layer.weight_mask.copy_((torch.rand_like(layer.weight) < density).float())
+            layer.weight.mul_(layer.weight_mask)
+            layer.bias.normal_()
+    network = nn.Sequential(*layers, *([last] if last is not None else []))
+    to_sparse_(network)
+    return network
+
+
+def assert_same_gradients(network: nn.Module, reference: nn.Module, x: torch.Tensor, run=None) -> None:
+    run = run or (lambda net, inputs: net(inputs))
+    inputs = [x.detach().clone().requires_grad_(x.requires_grad) for _ in range(2)]
+    outputs = [run(net, inp) for net, inp in zip((network, reference), inputs, strict=True)]
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)  # the same kernels in the same order
+    assert outputs[0].stride() == outputs[1].stride()  # and the same layout
+    grad = torch.randn_like(outputs[0])
+    for output in outputs:
+        output.backward(grad)
+    for (name, p), q in zip(network.named_parameters(), reference.parameters(), strict=True):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
+    if x.requires_grad:
+        torch.testing.assert_close(inputs[0].grad, inputs[1].grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU(), nn.LeakyReLU(0.01), nn.LeakyReLU(0.2), nn.Tanh()])
+@pytest.mark.parametrize("last", [None, nn.Tanh(), nn.ReLU()])
+@pytest.mark.parametrize("rows", [2, 17, 64, 256])
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_a_fused_stack_computes_what_its_modules_do(activation, last, rows, input_grad):
+    network = stack(activation, last)
+    assert type(network) is FusedSequential and fused_plan(network, rows) is not None
+    assert_same_gradients(network, module_by_module(network), torch.randn(rows, 30).requires_grad_(input_grad))
+
+
+def fused_plan(network: FusedSequential, rows: int = 8):
+    return network._fusable(torch.randn(rows, network[0].in_features))
+
+
+@pytest.mark.parametrize("density", [0.9, 1.0])  # sparse layers dense enough to run on the dense path
+def test_dense_path_layers_in_a_fused_stack(density):
+    network = stack(nn.LeakyReLU(), density=density)
+    assert network[0].index.dense
+    assert_same_gradients(network, module_by_module(network), torch.randn(40, 30).requires_grad_())
+
+
+def test_feature_major_results_stay_feature_major_and_accept_in_place_ops():
+    layers = stack(nn.ReLU())
+    network = FusedSequential(*layers[:3])  # 80 features out of a linear layer: feature-major
+    reference = module_by_module(network)
+    x = torch.randn(32, 30)
+    y, y_ref = network(x), reference(x)
+    assert y.T.is_contiguous() and y_ref.T.is_contiguous() and torch.equal(y, y_ref)
+    y.mul_(2)  # a view made outside the fused function, not read by its backward: in place works
+    y.sum().backward()
+    assert network[0].values.grad is not None
+    hidden = FusedSequential(*layers[:4])  # ends with its ReLU, whose output the backward reads
+    y = hidden(x)
+    y.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()  # as after nn.ReLU itself
+    y = module_by_module(hidden)(x)
+    y.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+def test_one_row_without_autograd_acts_as_the_modules_do():
+    network = stack(nn.LeakyReLU(), nn.Tanh())
+    with torch.no_grad():
+        for x in (torch.randn(1, 30), torch.randn(2, 30)):
+            assert torch.equal(network(x), module_by_module(network)(x))
+
+
+def test_what_the_fused_function_cannot_honour_runs_module_by_module(monkeypatch):
+    network = stack(nn.LeakyReLU())
+    x = torch.randn(8, 30)
+    assert fused_plan(network) is not None
+    seen = []
+    handle = network[1].register_forward_hook(lambda module, args, output: seen.append(output.shape))
+    assert fused_plan(network) is None
+    network(x)
+    assert seen == [(8, 70)]  # dormant-neuron scoring sees every activation
+    handle.remove()
+    network[2].record_dense_grad = True  # RigL records the dense gradient through a hook on the output
+    assert fused_plan(network) is None
+    network[2].record_dense_grad = False
+    assert fused_plan(network) is not None
+    assert network._fusable(x.double()) is None and network._fusable(x[0]) is None
+    monkeypatch.setattr(fused.native, "library", lambda: None)  # no compiled kernels
+    assert network._fusable(x) is None
+    monkeypatch.undo()
+    network.insert(2, nn.Dropout(0.0))  # a module the fused function does not compute
+    assert fused_plan(network) is None
+    torch.testing.assert_close(network(x), module_by_module(network)(x))
+
+
+def test_tracing_and_compiling_run_module_by_module(monkeypatch):
+    network = stack(nn.ReLU())
+    x = torch.randn(8, 30)
+    for name in ("is_tracing", "is_scripting"):
+        with monkeypatch.context() as patch:
+            patch.setattr(torch.jit, name, lambda: True)
+            assert network._fusable(x) is None
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert network._fusable(x) is None
+
+
+def test_a_replaced_module_is_planned_anew():
+    network = stack(nn.ReLU())
+    assert fused_plan(network)[0][1] == 0.0
+    network[1] = nn.LeakyReLU(0.3)
+    assert fused_plan(network)[0][1] == 0.3
+    assert_same_gradients(network, module_by_module(network), torch.randn(8, 30))
+
+
+def sparse_policy(algo, env, **kwargs):
+    kwargs = dict(sparsity=0.9, backend="sparse", net_arch=[128, 128]) | kwargs
+    return algo("SparseMlpPolicy", env, policy_kwargs=kwargs, seed=0, device="cpu").policy
+
+
+def test_sb3_networks_run_fused():
+    """Every stack of TD3's, SAC's, DQN's and QR-DQN's sparse networks: the modules' results and gradients."""
+    td3 = sparse_policy(TD3, CheetahShapes(), preset="tows")
+    sac = sparse_policy(SAC, CheetahShapes(), preset="tows")
+    dqn = sparse_policy(DQN, "CartPole-v1", preset="dqn-set", sparsity=0.8)
+    qrdqn = sparse_policy(QRDQN, "CartPole-v1", preset="dqn-set", sparsity=0.8, sparse_output_layer=True)
+    for policy in (td3, sac, dqn, qrdqn):
+        stacks = [m for m in policy.modules() if isinstance(m, nn.Sequential) and any(isinstance(c, SparseLinear) for c in m)]
+        assert stacks and all(type(m) is FusedSequential and fused_plan(m) is not None for m in stacks)
+    obs = torch.randn(64, 17)
+    critic = lambda policy, x: torch.cat(policy.critic(x, policy.actor(x, deterministic=True)), 1)  # noqa: E731
+    assert_same_gradients(sac, module_by_module(sac), obs, critic)
+    assert_same_gradients(td3, module_by_module(td3), obs, lambda policy, x: torch.cat(policy.critic(x, policy.actor(x)), 1))
+    assert_same_gradients(dqn, module_by_module(dqn), torch.randn(64, 4), lambda policy, x: policy.q_net(x))
+    assert_same_gradients(qrdqn, module_by_module(qrdqn), torch.randn(64, 4), lambda policy, x: policy.quantile_net(x))
+
+
+def test_kernels_fuse_the_activations():
+    """The fused path asks the kernels for the activations and their gradients (no separate pass for them)."""
+    network = stack(nn.LeakyReLU(0.05))
+    calls = []
+    times = native.times
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs.get("activation"), None if kwargs.get("gate") is None else kwargs["gate"][1]))
+        return times(*args, **kwargs)
+
+    fused.native.times = spy
+    try:
+        network(torch.randn(16, 30)).sum().backward()
+    finally:
+        fused.native.times = times
+    assert calls == [(0.05, None), (0.05, None), (None, 0.05)]  # two forwards; layer 2's gradient gated by layer 1's
