@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from stable_baselines3 import DQN, SAC, TD3
 from test_accounting import CheetahShapes
 from torch import nn
 
-from sb3_sparse.core import fused, native
+from sb3_sparse.core import fused
 from sb3_sparse.core.fused import FusedSequential
 from sb3_sparse.core.layers import MaskedLinear
 from sb3_sparse.core.sparse_layer import SparseLinear, to_sparse_
@@ -26,15 +27,19 @@ def module_by_module(network: nn.Module) -> nn.Module:
     return copied
 
 
-def stack(activation: nn.Module, last: nn.Module | None = None, density: float = 0.2, seed: int = 0) -> nn.Sequential:
-    """Sparse 30 -> 70 -> 80 (activations after each) -> a dense head of 5, as ``to_sparse_`` leaves an SB3 MLP."""
-    torch.manual_seed(seed)
-    layers = [MaskedLinear(30, 70), activation, MaskedLinear(70, 80), copy.deepcopy(activation), nn.Linear(80, 5)]
+def stack(
+    activation: nn.Module, last: nn.Module | None = None, density: float = 0.2, bias: bool = True, head: int = 5
+) -> nn.Sequential:
+    """Sparse 30 -> 70 -> 80 (activations after each) -> a dense head, as ``to_sparse_`` leaves an SB3 MLP."""
+    torch.manual_seed(0)
+    layers = [MaskedLinear(30, 70, bias=bias), activation, MaskedLinear(70, 80, bias=bias), copy.deepcopy(activation)]
+    layers.append(nn.Linear(80, head, bias=bias))
     for layer in layers[:3:2]:
         with torch.no_grad():
             layer.weight_mask.copy_((torch.rand_like(layer.weight) < density).float())
             layer.weight.mul_(layer.weight_mask)
-            layer.bias.normal_()
+            if bias:
+                layer.bias.normal_()
     network = nn.Sequential(*layers, *([last] if last is not None else []))
     to_sparse_(network)
     return network
@@ -44,7 +49,7 @@ def assert_same_gradients(network: nn.Module, reference: nn.Module, x: torch.Ten
     run = run or (lambda net, inputs: net(inputs))
     inputs = [x.detach().clone().requires_grad_(x.requires_grad) for _ in range(2)]
     outputs = [run(net, inp) for net, inp in zip((network, reference), inputs, strict=True)]
-    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)  # the same kernels in the same order
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)  # dense heads sum in another order
     assert outputs[0].stride() == outputs[1].stride()  # and the same layout
     grad = torch.randn_like(outputs[0])
     for output in outputs:
@@ -52,9 +57,9 @@ def assert_same_gradients(network: nn.Module, reference: nn.Module, x: torch.Ten
     for (name, p), q in zip(network.named_parameters(), reference.parameters(), strict=True):
         assert (p.grad is None) == (q.grad is None), name
         if p.grad is not None:
-            torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
     if x.requires_grad:
-        torch.testing.assert_close(inputs[0].grad, inputs[1].grad, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(inputs[0].grad, inputs[1].grad, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("activation", [nn.ReLU(), nn.LeakyReLU(0.01), nn.LeakyReLU(0.2), nn.Tanh()])
@@ -63,7 +68,9 @@ def assert_same_gradients(network: nn.Module, reference: nn.Module, x: torch.Ten
 @pytest.mark.parametrize("input_grad", [False, True])
 def test_a_fused_stack_computes_what_its_modules_do(activation, last, rows, input_grad):
     network = stack(activation, last)
-    assert type(network) is FusedSequential and fused_plan(network, rows) is not None
+    assert type(network) is FusedSequential
+    # A Tanh between layers is not fused (only at the end, as TD3's actor has it): module by module.
+    assert (fused_plan(network, rows) is None) == isinstance(activation, nn.Tanh)
     assert_same_gradients(network, module_by_module(network), torch.randn(rows, 30).requires_grad_(input_grad))
 
 
@@ -76,6 +83,19 @@ def test_dense_path_layers_in_a_fused_stack(density):
     network = stack(nn.LeakyReLU(), density=density)
     assert network[0].index.dense
     assert_same_gradients(network, module_by_module(network), torch.randn(40, 30).requires_grad_())
+
+
+def test_layers_without_bias():  # RigL-DQN without biases (A Closer Look at Sparse Training in Deep RL)
+    network = stack(nn.ReLU(), bias=False)
+    assert fused_plan(network) is not None
+    assert_same_gradients(network, module_by_module(network), torch.randn(40, 30).requires_grad_())
+
+
+def test_wide_dense_layers_run_module_by_module():
+    """Dense layers run fused as full patterns only where they are small heads (dense BLAS wins on wide ones)."""
+    network = stack(nn.ReLU(), head=64)
+    assert fused_plan(network) is None
+    assert_same_gradients(network, module_by_module(network), torch.randn(40, 30))
 
 
 def test_feature_major_results_stay_feature_major_and_accept_in_place_ops():
@@ -116,10 +136,6 @@ def test_what_the_fused_function_cannot_honour_runs_module_by_module(monkeypatch
     network(x)
     assert seen == [(8, 70)]  # dormant-neuron scoring sees every activation
     handle.remove()
-    network[2].record_dense_grad = True  # RigL records the dense gradient through a hook on the output
-    assert fused_plan(network) is None
-    network[2].record_dense_grad = False
-    assert fused_plan(network) is not None
     assert network._fusable(x.double()) is None and network._fusable(x[0]) is None
     monkeypatch.setattr(fused.native, "library", lambda: None)  # no compiled kernels
     assert network._fusable(x) is None
@@ -127,6 +143,30 @@ def test_what_the_fused_function_cannot_honour_runs_module_by_module(monkeypatch
     network.insert(2, nn.Dropout(0.0))  # a module the fused function does not compute
     assert fused_plan(network) is None
     torch.testing.assert_close(network(x), module_by_module(network)(x))
+
+
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_rigl_dense_gradients_are_recorded_fused(input_grad):
+    """RigL's recording runs on the fused path too, so a run never switches path when it starts recording."""
+    network = stack(nn.LeakyReLU())
+    reference = module_by_module(network)
+    for layer in (network[0], network[2], reference[0], reference[2]):
+        layer.record_dense_grad = True
+    assert fused_plan(network) is not None
+    assert_same_gradients(network, reference, torch.randn(40, 30).requires_grad_(input_grad))
+    for fused_layer, layer in ((network[0], reference[0]), (network[2], reference[2])):
+        assert fused_layer.dense_grad.shape == (fused_layer.out_features, fused_layer.in_features)
+        torch.testing.assert_close(fused_layer.dense_grad, layer.dense_grad, rtol=1e-5, atol=1e-5)
+
+
+def test_copies_drop_the_caches():
+    network = stack(nn.ReLU())
+    network(torch.randn(8, 30)).sum().backward()
+    assert "_fused_layers" in network.__dict__
+    for copied in (copy.deepcopy(network), pickle.loads(pickle.dumps(network))):
+        assert "_fused_layers" not in copied.__dict__
+        x = torch.randn(8, 30)
+        torch.testing.assert_close(copied(x), network(x))
 
 
 def test_tracing_and_compiling_run_module_by_module(monkeypatch):
@@ -168,21 +208,3 @@ def test_sb3_networks_run_fused():
     assert_same_gradients(td3, module_by_module(td3), obs, lambda policy, x: torch.cat(policy.critic(x, policy.actor(x)), 1))
     assert_same_gradients(dqn, module_by_module(dqn), torch.randn(64, 4), lambda policy, x: policy.q_net(x))
     assert_same_gradients(qrdqn, module_by_module(qrdqn), torch.randn(64, 4), lambda policy, x: policy.quantile_net(x))
-
-
-def test_kernels_fuse_the_activations():
-    """The fused path asks the kernels for the activations and their gradients (no separate pass for them)."""
-    network = stack(nn.LeakyReLU(0.05))
-    calls = []
-    times = native.times
-
-    def spy(*args, **kwargs):
-        calls.append((kwargs.get("activation"), None if kwargs.get("gate") is None else kwargs["gate"][1]))
-        return times(*args, **kwargs)
-
-    fused.native.times = spy
-    try:
-        network(torch.randn(16, 30)).sum().backward()
-    finally:
-        fused.native.times = times
-    assert calls == [(0.05, None), (0.05, None), (None, 0.05)]  # two forwards; layer 2's gradient gated by layer 1's

@@ -187,3 +187,57 @@ void transpose_f32(int64_t rows, int64_t cols, const float *restrict src, float 
                 for (int64_t r = r0; r < r1; r++) dst[c * rows + r] = src[r * cols + c];
         }
 }
+
+/* A chain of layers (a network's stack, see fused.py) run by one call from Python: per layer
+ * its CSR arrays (W's; W.T's and the permutation for the backward), values, bias (or NULL) and
+ * the ReLU/LeakyReLU after it (activate, slope). Products of fewer multiply-adds than
+ * `parallel_min` run on one thread, the others on `threads`. */
+typedef struct {
+    int64_t rows, cols;
+    const int32_t *crow, *col, *ccol, *row, *perm;
+    const float *values, *bias;
+    int32_t activate;
+    float slope;
+} layer_t;
+
+static int32_t threads_for(int64_t work, int32_t threads, int64_t parallel_min) {
+    return work >= parallel_min ? threads : 1;
+}
+
+/* outputs[i] = layer i's activated (rows x batch) result, from the feature-major input x_t. */
+void stack_forward_f32(int32_t n, const layer_t *layers, int64_t batch, const float *x_t, float **outputs,
+                       int32_t threads, int64_t parallel_min) {
+    for (int32_t i = 0; i < n; i++) {
+        const layer_t *l = layers + i;
+        const int32_t t = threads_for((int64_t)l->crow[l->rows] * batch, threads, parallel_min);
+        csr_times_f32(l->rows, batch, l->crow, l->col, l->values, NULL, i ? outputs[i - 1] : x_t, l->bias, outputs[i],
+                      l->activate, l->slope, NULL, NULL, t);
+    }
+}
+
+/* The backward of stack_forward_f32 from grad_t, the gradient before the last layer's activation
+ * (rows x batch; overwritten), down to layer `stop`: grad_values[i] and grad_bias[i] where not
+ * NULL (grad_bias[n - 1] is the caller's), grad_x (the input's, cols x batch) where not NULL, and a
+ * copy of the gradient at layer i's output into outputs_grad[i] where not NULL (RigL's scores).
+ * grad_t and scratch hold (largest layer size x batch) floats each. */
+void stack_backward_f32(int32_t n, const layer_t *layers, int64_t batch, const float *x_t, float *const *outputs,
+                        float *grad_t, float **grad_values, float **grad_bias, float *grad_x, int32_t stop,
+                        int32_t threads, int64_t parallel_min, float *scratch, float **outputs_grad) {
+    float *g = grad_t;
+    for (int32_t i = n - 1; i >= stop; i--) {
+        const layer_t *l = layers + i;
+        const int64_t work = (int64_t)l->crow[l->rows] * batch;
+        const int32_t t = threads_for(work, threads, parallel_min);
+        const float *input = i ? outputs[i - 1] : x_t;
+        if (outputs_grad[i]) memcpy(outputs_grad[i], g, sizeof(float) * l->rows * batch);
+        if (grad_values[i]) csr_sampled_dot_f32(l->rows, batch, l->crow, l->col, g, input, grad_values[i], t);
+        if (i == 0 && !grad_x) break;
+        if (i == stop && i > 0) break;
+        /* The gradient at the layer's input, through the activation below (its output is `input`). */
+        float *below = i ? (g == scratch ? grad_t : scratch) : grad_x; /* two buffers in turn */
+        const layer_t *b = i ? layers + i - 1 : NULL;
+        csr_times_f32(l->cols, batch, l->ccol, l->row, l->values, l->perm, g, NULL, below, 0, b ? b->slope : 0.0f,
+                      b && b->activate ? input : NULL, i ? grad_bias[i - 1] : NULL, t);
+        g = below;
+    }
+}

@@ -21,6 +21,8 @@ exporting, PyTorch's kernels (no compiled library, float64), other modules in th
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,16 +48,24 @@ def _kind(module: nn.Module) -> Kind:
 
 
 def _chain(modules: tuple[nn.Module, ...]) -> Plan | None:
-    """``(linear layer, activation after it or None)`` per layer, or ``None`` if ``modules`` are not a fusable chain."""
+    """``(linear layer, activation after it or None)`` per layer, or ``None`` if ``modules`` are not a fusable chain.
+
+    Fusable: sparse layers, dense heads (fewer than ``FEATURE_MAJOR_MIN_FEATURES`` outputs, run on
+    the same kernels as full patterns), each followed by at most one ReLU/LeakyReLU, and a Tanh
+    at the very end (TD3's actor).
+    """
     plan: Plan = []
     for module in modules:
-        if isinstance(module, SparseLinear | FeatureMajorLinear):
+        head = isinstance(module, FeatureMajorLinear) and module.out_features < sparse_ops.FEATURE_MAJOR_MIN_FEATURES
+        if isinstance(module, SparseLinear) or head:
             plan.append((module, None))
         elif plan and plan[-1][1] is None and (kind := _kind(module)) is not None:
             plan[-1] = (plan[-1][0], kind)
         else:
             return None
-    return plan if any(isinstance(layer, SparseLinear) for layer, _ in plan) else None
+    if not any(isinstance(layer, SparseLinear) for layer, _ in plan) or any(k == TANH for _, k in plan[:-1]):
+        return None
+    return plan
 
 
 def _parameters(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -63,25 +73,48 @@ def _parameters(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     return params["values"] if "values" in params else params["weight"], params["bias"]
 
 
-def _sparse(layer: nn.Module) -> bool:
-    """Whether ``layer`` runs on the sparse kernels (a sparse layer too dense to gain runs dense)."""
-    return isinstance(layer, SparseLinear) and not layer.index.dense
+def _index(layer: nn.Module) -> sparse_ops.SparseIndex:
+    """The layer's pattern: a sparse layer's own, every position for a dense head (kept on the module)."""
+    if isinstance(layer, SparseLinear):
+        return layer.index
+    index = layer.__dict__.get("_full_index")
+    if index is None or index.shape != (layer.out_features, layer.in_features):
+        positions = torch.arange(layer.out_features * layer.in_features, dtype=torch.int32)
+        index = layer.__dict__["_full_index"] = sparse_ops.SparseIndex(positions, (layer.out_features, layer.in_features))
+    return index
 
 
-def _dense(layer: nn.Module, weight: torch.Tensor) -> torch.Tensor:
-    return sparse_ops.dense_weight(weight, layer.index) if isinstance(layer, SparseLinear) else weight
+def _layers(owner: nn.Module, plan: Plan, params: list[torch.Tensor | None], backward: bool) -> ctypes.Array:
+    """The chain as ``native.Layer`` descriptors, kept on ``owner`` while its indexes and tensors stay the same."""
+    indexes = [_index(layer) for layer, _ in plan]
+    key = (*indexes, *[None if p is None else p.data_ptr() for p in params])
+    cache = owner.__dict__.setdefault("_fused_layers", {})
+    if backward in cache and cache[backward][0] == key:
+        return cache[backward][1]
+    layers = (native.Layer * len(plan))()
+    for i, (descriptor, (_, kind), index) in enumerate(zip(layers, plan, indexes, strict=True)):
+        descriptor.rows, descriptor.cols = index.shape
+        descriptor.crow, descriptor.col = (t.data_ptr() for t in index.compressed())
+        if backward:  # the transposes exist only for networks that backpropagate
+            descriptor.ccol, descriptor.row, descriptor.perm = (t.data_ptr() for t in index.transpose())
+        weight, bias = params[2 * i], params[2 * i + 1]
+        descriptor.values, descriptor.bias = weight.data_ptr(), None if bias is None else bias.data_ptr()
+        descriptor.activate = kind is not None and kind != TANH
+        descriptor.slope = kind if descriptor.activate else 0.0
+    cache[backward] = (key, layers)  # the key holds the indexes: their arrays live as long as it
+    return layers
 
 
-def _slope(kind: Kind) -> float | None:
-    return None if kind == TANH else kind
-
-
-def _activate_(y: torch.Tensor, kind: Kind) -> torch.Tensor:
-    if kind == TANH:
-        return y.tanh_()
-    if kind is not None:
-        return y.relu_() if kind == 0.0 else F.leaky_relu_(y, kind)
-    return y
+def _forward(lib, layers: ctypes.Array, plan: Plan, x_t: torch.Tensor) -> list[torch.Tensor]:
+    """Each layer's activated ``(out, batch)`` output, from the feature-major input ``x_t``."""
+    batch = x_t.shape[1]
+    outputs = [x_t.new_empty(layer.out_features, batch) for layer, _ in plan]
+    # ctypes arrays passed as arguments live until the call returns.
+    threads = (torch.get_num_threads(), native.PARALLEL_MIN_WORK)
+    lib.stack_forward_f32(len(plan), layers, batch, x_t.data_ptr(), native.pointers(outputs), *threads)
+    if plan[-1][1] == TANH:
+        outputs[-1].tanh_()
+    return outputs
 
 
 def _feature_major(lib, x: torch.Tensor) -> torch.Tensor:
@@ -89,38 +122,10 @@ def _feature_major(lib, x: torch.Tensor) -> torch.Tensor:
     return x.T if x.T.is_contiguous() else native.transpose(lib, x.contiguous())
 
 
-def _forward(plan: Plan, lib, x_t: torch.Tensor, params: tuple[torch.Tensor | None, ...]) -> list[torch.Tensor]:
-    """Each layer's activated ``(out, batch)`` output, from the feature-major input ``x_t``."""
-    outputs = []
-    for i, (layer, kind) in enumerate(plan):
-        weight, bias = params[2 * i], params[2 * i + 1]
-        if _sparse(layer):
-            y_t = native.times(lib, *layer.index.compressed(), weight, x_t, bias, activation=_slope(kind))
-            if kind == TANH:
-                y_t.tanh_()
-        else:
-            dense = _dense(layer, weight)
-            y_t = _activate_(dense @ x_t if bias is None else torch.addmm(bias[:, None], dense, x_t), kind)
-        outputs.append(y_t)
-        x_t = y_t
-    return outputs
-
-
 def _batch_major(plan: Plan) -> bool:
     """Whether the stack returns an ordinary ``(batch, out)`` tensor, as its last layer would (see ``as_output``)."""
     last = plan[-1][0]
     return last.contiguous_output or last.out_features < sparse_ops.FEATURE_MAJOR_MIN_FEATURES
-
-
-def _act_grad(lib, grad_t: torch.Tensor, y_t: torch.Tensor, kind: Kind, sums: torch.Tensor | None, own: bool):
-    """The gradient before activation ``kind`` (output ``y_t``), with its row totals in ``sums``; in place if ``own``."""
-    if kind == TANH:
-        grad_t = grad_t * (1 - y_t * y_t)
-    elif kind is not None:
-        return native.activation_grad(lib, grad_t, y_t, kind, out=grad_t if own else None, sums=sums)
-    if sums is not None:
-        torch.sum(grad_t, 1, out=sums)
-    return grad_t
 
 
 class _FusedFunction(torch.autograd.Function):
@@ -132,10 +137,10 @@ class _FusedFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, plan: Plan, lib, x: torch.Tensor, *params: torch.Tensor | None) -> torch.Tensor:
+    def forward(ctx, owner: nn.Module, plan: Plan, lib, x: torch.Tensor, *params: torch.Tensor | None) -> torch.Tensor:
         x_t = _feature_major(lib, x)
-        outputs = _forward(plan, lib, x_t, params)
-        ctx.plan, ctx.lib, ctx.batch_major = plan, lib, _batch_major(plan)
+        outputs = _forward(lib, _layers(owner, plan, params, backward=False), plan, x_t)
+        ctx.owner, ctx.plan, ctx.lib, ctx.batch_major = owner, plan, lib, _batch_major(plan)
         # The last output only where its activation's gradient reads it (as nn.ReLU and nn.Tanh
         # keep theirs): then, as after those modules, the result must not be modified in place.
         last = outputs[-1] if plan[-1][1] is not None else None
@@ -146,43 +151,47 @@ class _FusedFunction(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         plan, lib, n = ctx.plan, ctx.lib, len(ctx.plan)
         saved = ctx.saved_tensors
-        inputs, outputs, params = saved[:n], saved[1 : n + 1], saved[n + 1 :]
-        needs, needs_x = ctx.needs_input_grad[3:], ctx.needs_input_grad[2]
-        grads: list[torch.Tensor | None] = [None] * (2 * n)
-        # Bias gradients are summed where their layer's gradient is made; allocated here.
-        for i in range(n):
-            if needs[2 * i + 1]:
-                grads[2 * i + 1] = grad.new_empty(plan[i][0].out_features)
-        grad_t = native.transpose(lib, grad.contiguous()) if ctx.batch_major else grad.contiguous()
-        grad_t = _act_grad(lib, grad_t, outputs[-1], plan[-1][1], grads[-1], own=ctx.batch_major)
+        x_t, outputs, params = saved[0], saved[1 : n + 1], saved[n + 1 :]
+        needs, needs_x = ctx.needs_input_grad[4:], ctx.needs_input_grad[3]
+        layers = _layers(ctx.owner, plan, list(params), backward=True)
+        batch = x_t.shape[1]
+        weight_grads = [grad.new_empty(params[2 * i].numel()) if needs[2 * i] else None for i in range(n)]
+        bias_grads = [grad.new_empty(layer.out_features) if needs[2 * i + 1] else None for i, (layer, _) in enumerate(plan)]
+        # Two buffers the gradient alternates between on its way down; the top one starts it.
+        size = max(max(layer.in_features, layer.out_features) for layer, _ in plan) * batch
+        buffers = grad.new_empty(2, size)
+        top = buffers[0, : plan[-1][0].out_features * batch].view(-1, batch)
+        top.copy_(grad.T if ctx.batch_major else grad)
+        kind = plan[-1][1]
+        if kind == TANH:
+            top.mul_(1 - outputs[-1] * outputs[-1])
+        elif kind is not None:
+            native.activation_grad(lib, top, outputs[-1], kind, out=top, sums=bias_grads[-1])
+        if bias_grads[-1] is not None and (kind is None or kind == TANH):
+            torch.sum(top, 1, out=bias_grads[-1])
+        grad_x = x_t.new_empty(x_t.shape) if needs_x else None
         # Go down only as far as something wants a gradient (the input is usually observations).
         stop = 0 if needs_x else next((i for i in range(n) if needs[2 * i] or needs[2 * i + 1]), n)
-        for i in reversed(range(stop, n)):
-            layer, weight = plan[i][0], params[2 * i]
-            sparse = _sparse(layer)
-            if needs[2 * i]:
-                if sparse:
-                    grads[2 * i] = native.sampled_dot(lib, *layer.index.compressed(), grad_t, inputs[i])
-                elif isinstance(layer, SparseLinear):  # a sparse layer on the dense path
-                    grads[2 * i] = (grad_t @ inputs[i].T).reshape(-1)[layer.index.long_positions]
-                else:
-                    grads[2 * i] = grad_t @ inputs[i].T
-            if i == stop and not needs_x:
-                break
-            # The gradient at this layer's input, taken back through the activation below, if any.
-            kind, below, sums = (plan[i - 1][1], outputs[i - 1], grads[2 * i - 1]) if i else (None, None, None)
-            if sparse and kind is not None and kind != TANH:
-                ccol, row, perm = layer.index.transpose()
-                grad_t = native.times(lib, ccol, row, weight, grad_t, perm=perm, gate=(below, kind), sums=sums)
-                continue
-            if sparse:
-                ccol, row, perm = layer.index.transpose()
-                grad_t = native.times(lib, ccol, row, weight, grad_t, perm=perm)
-            else:
-                grad_t = _dense(layer, weight).T @ grad_t
-            if i:
-                grad_t = _act_grad(lib, grad_t, below, kind, sums, own=True)
-        return None, None, grad_t.T if needs_x else None, *grads
+        if stop < n:
+            below = native.pointers([*outputs[:-1], None])  # ctypes arrays: alive until the call returns
+            grad_x_ptr = None if grad_x is None else grad_x.data_ptr()
+            # RigL's dense gradients: the gradient at each recording layer's output, copied out.
+            recorded = [
+                grad.new_empty(layer.out_features, batch) if getattr(layer, "record_dense_grad", False) else None
+                for layer, _ in plan
+            ]
+            lib.stack_backward_f32(
+                n, layers, batch, x_t.data_ptr(), below, top.data_ptr(),
+                native.pointers(weight_grads), native.pointers(bias_grads), grad_x_ptr, stop,
+                torch.get_num_threads(), native.PARALLEL_MIN_WORK, buffers[1].data_ptr(), native.pointers(recorded),
+            )  # fmt: skip
+            for (layer, _), layer_grad, inputs in zip(plan, recorded, (x_t, *outputs[:-1]), strict=True):
+                if layer_grad is not None:
+                    layer.record(layer_grad @ inputs.T)
+        grads = []
+        for weight, weight_grad, bias_grad in zip(params[::2], weight_grads, bias_grads, strict=True):
+            grads += [None if weight_grad is None else weight_grad.view(weight.shape), bias_grad]
+        return None, None, None, None if grad_x is None else grad_x.T, *grads
 
 
 class FusedSequential(nn.Sequential):
@@ -201,9 +210,9 @@ class FusedSequential(nn.Sequential):
         if x.shape[0] == 1 and not grad:
             return _act(plan, params, x)
         if grad:
-            y = _FusedFunction.apply(plan, lib, x, *params)
+            y = _FusedFunction.apply(self, plan, lib, x, *params)
             return y if _batch_major(plan) else y.T  # a view outside: in-place ops on it work
-        y_t = _forward(plan, lib, _feature_major(lib, x), params)[-1]
+        y_t = _forward(lib, _layers(self, plan, params, backward=False), plan, _feature_major(lib, x))[-1]
         return native.transpose(lib, y_t) if _batch_major(plan) else y_t.T
 
     def _fusable(self, x: torch.Tensor) -> Plan | None:
@@ -226,10 +235,26 @@ class FusedSequential(nn.Sequential):
         cached = self.__dict__.get("_fused_plan")
         if cached is None or cached[0] != modules:  # a module was replaced: plan anew
             self.__dict__["_fused_plan"] = cached = (modules, _chain(modules))
-        # Checked per call: hooks come and go (dormant-neuron scoring), RigL records gradients.
+        # Checked per call: hooks come and go (dormant-neuron scoring).
         if cached[1] is None or any(m._forward_hooks or m._forward_pre_hooks for m in modules):
             return None
-        return None if any(getattr(layer, "record_dense_grad", False) for layer, _ in cached[1]) else cached[1]
+        return cached[1]
+
+    def __getstate__(self) -> dict:
+        # Copies and pickles drop the caches: the kernels' descriptors hold raw addresses.
+        return {k: v for k, v in self.__dict__.items() if k not in ("_fused_plan", "_fused_layers")}
+
+
+def _slope(kind: Kind) -> float | None:
+    return None if kind == TANH else kind
+
+
+def _activate_(y: torch.Tensor, kind: Kind) -> torch.Tensor:
+    if kind == TANH:
+        return y.tanh_()
+    if kind is not None:
+        return y.relu_() if kind == 0.0 else F.leaky_relu_(y, kind)
+    return y
 
 
 def _act(plan: Plan, params: list[torch.Tensor | None], x: torch.Tensor) -> torch.Tensor:

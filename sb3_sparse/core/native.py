@@ -99,6 +99,14 @@ def library() -> ctypes.CDLL | None:
     lib.act_grad_f32.restype = None
     lib.transpose_f32.argtypes = [_SIZE, _SIZE, _POINTER, _POINTER]
     lib.transpose_f32.restype = None
+    # n, layers, batch, x_t, outputs, threads, parallel_min
+    lib.stack_forward_f32.argtypes = [ctypes.c_int32, _POINTER, _SIZE, _POINTER, _POINTER, ctypes.c_int32, _SIZE]
+    lib.stack_forward_f32.restype = None
+    # n, layers, batch, x_t, outputs, grad_t, grad_values, grad_bias, grad_x, stop, threads, parallel_min, scratch,
+    # outputs_grad
+    lib.stack_backward_f32.argtypes = [ctypes.c_int32, _POINTER, _SIZE, *[_POINTER] * 6, ctypes.c_int32, ctypes.c_int32]
+    lib.stack_backward_f32.argtypes += [_SIZE, _POINTER, _POINTER]
+    lib.stack_backward_f32.restype = None
     return lib
 
 
@@ -166,6 +174,23 @@ def activation_grad(
         rows, batch, grad.data_ptr(), output.data_ptr(), slope, out.data_ptr(), None if sums is None else sums.data_ptr()
     )
     return out
+
+
+class Layer(ctypes.Structure):
+    """One layer of a chain for ``stack_forward_f32``/``stack_backward_f32`` (``layer_t`` in ``csr_kernels.c``)."""
+
+    _fields_ = [
+        ("rows", ctypes.c_int64),
+        ("cols", ctypes.c_int64),
+        *[(name, ctypes.c_void_p) for name in ("crow", "col", "ccol", "row", "perm", "values", "bias")],
+        ("activate", ctypes.c_int32),
+        ("slope", ctypes.c_float),
+    ]
+
+
+def pointers(tensors: list[torch.Tensor | None]) -> ctypes.Array:
+    """The tensors' data addresses as a C array (``None``: NULL); the tensors must outlive its use."""
+    return (ctypes.c_void_p * len(tensors))(*[None if t is None else t.data_ptr() for t in tensors])
 
 
 def transpose(lib: ctypes.CDLL, x: torch.Tensor) -> torch.Tensor:

@@ -151,17 +151,16 @@ class SparseLinear(SparseLayer, nn.Module):
         params = self._parameters  # not Module.__getattr__: this runs per layer on every acting step
         y = sparse_ops.sparse_linear(x, params["values"], self.index, params["bias"], self.contiguous_output)
         if self.record_dense_grad and y.requires_grad:
-            inputs = x.detach()
-            y.register_hook(lambda grad: self._record(grad, inputs))
+            inputs = x.detach().reshape(-1, self.in_features)
+            y.register_hook(lambda grad: self.record(grad.reshape(-1, self.out_features).T @ inputs))
         return y
 
-    def _record(self, grad: torch.Tensor, inputs: torch.Tensor) -> None:
-        """Add ``grad^T x`` to the dense gradient of this backward pass (a new pass starts afresh).
+    def record(self, contribution: torch.Tensor) -> None:
+        """Add ``contribution`` (``grad^T x`` of one use of the layer) to the dense gradient of this backward pass.
 
-        One backward pass is one gradient of the loss, as a dense weight's ``.grad`` after the
-        ``zero_grad`` that SB3's algorithms call before each ``backward``.
+        A new pass starts afresh: one backward pass is one gradient of the loss, as a dense
+        weight's ``.grad`` after the ``zero_grad`` that SB3's algorithms call before each ``backward``.
         """
-        contribution = grad.reshape(-1, self.out_features).T @ inputs.reshape(-1, self.in_features)
         task = torch._C._current_graph_task_id()
         if task != self._grad_task or self.dense_grad is None:
             self.dense_grad, self._grad_task = contribution, task
