@@ -10,6 +10,10 @@
  * two AVX2 ones or four SSE ones, whatever -march the loader compiled for. Batches are split by
  * rows over `threads` OpenMP threads (where compiled with OpenMP); each row is computed by one
  * thread in one order, so results do not depend on the number of threads.
+ *
+ * The products can apply an activation to their results, or the gradient of one, and sum their
+ * rows (a bias gradient) as they store them; stack_forward_f32/stack_backward_f32 run a whole
+ * chain of layers per call (fused.py), so a network pass costs one call from Python.
  */
 #include <stdint.h>
 #include <string.h>

@@ -1,22 +1,29 @@
-"""One autograd node per network: a stack of sparse layers and activations run as one function.
+"""One autograd node and one compiled call per network pass: a stack of sparse layers run fused.
 
 At 256 units and 95% sparsity the sparse kernels are a small part of a training step; most of
-the rest is paid per layer call and does not shrink with sparsity: a module call and an autograd
-node per linear layer and per activation, and passes over the activations for each activation
-(forward and backward) and each bias gradient. :class:`FusedSequential` runs an
-``nn.Sequential`` of linear layers (:class:`~.sparse_layer.SparseLinear`,
-:class:`~.sparse_layer.FeatureMajorLinear`) and ReLU, LeakyReLU or Tanh as one
-:class:`torch.autograd.Function`, on the compiled kernels (:mod:`.native`):
+the rest was paid per layer and does not shrink with sparsity: a module call, an autograd node
+and a few Python-to-kernel calls per linear layer and per activation, and passes over the
+activations for each activation (forward and backward) and each bias gradient.
+:class:`FusedSequential` runs an ``nn.Sequential`` of :class:`~.sparse_layer.SparseLinear`
+layers and dense heads (:class:`~.sparse_layer.FeatureMajorLinear` with fewer than
+``FEATURE_MAJOR_MIN_FEATURES`` outputs, computed as full patterns), each followed by at most a
+ReLU or LeakyReLU, and a Tanh at the very end (TD3's actor), as one
+:class:`torch.autograd.Function` whose forward and backward are each one call into the compiled
+kernels (``stack_forward_f32``/``stack_backward_f32`` in ``csr_kernels.c``):
 
-- forward: a sparse layer applies its ReLU/LeakyReLU as it stores its result;
-- backward: the gradient taken back through a sparse layer is multiplied by the gradient of the
+- forward: each layer applies its ReLU/LeakyReLU as it stores its result;
+- backward: the gradient taken back through a layer is multiplied by the gradient of the
   activation below it as it is stored (read from that activation's output: ``y > 0`` exactly
-  where its input was) and summed over the batch on the way (that layer's bias gradient).
+  where its input was, and ``y <= 0`` as PyTorch's ReLU reads it) and summed over the batch on
+  the way (that layer's bias gradient); RigL's dense gradients are recorded from copies of each
+  layer's output gradient.
 
-The results are the module-by-module forward's and gradients, to float rounding: the same
-kernels in the same order. Whatever the fused function cannot honour runs module by module:
-hooks (dormant-neuron scoring registers some), RigL's dense-gradient recording, tracing and
-exporting, PyTorch's kernels (no compiled library, float64), other modules in the stack.
+The results are the module-by-module forward's and gradients to float rounding (the dense heads
+sum in another order than BLAS). Whatever the fused function cannot honour runs module by module:
+hooks (dormant-neuron scoring registers some), tracing and compiling, PyTorch's kernels (no
+compiled library, float64, other devices), other modules in the stack (a Tanh between layers,
+wide dense layers, dropout, ...). One input row without autograd (acting) runs a fused
+matrix-vector product per layer.
 """
 
 from __future__ import annotations

@@ -119,23 +119,14 @@ def times(
     bias: torch.Tensor | None = None,
     perm: torch.Tensor | None = None,
     threads: int | None = None,
-    activation: float | None = None,
-    gate: tuple[torch.Tensor, float] | None = None,
-    sums: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``W @ rhs_t (+ bias[:, None])`` for the CSR ``W`` (``crow``, ``col``, ``values`` or ``values[perm]``).
 
     :param rhs_t: contiguous float32 ``(columns of W, batch)``; every tensor contiguous, on the CPU.
     :param threads: threads to split the rows over; default :func:`threads_for` the work.
-    :param activation: the negative slope of an activation applied to the result (0: ReLU,
-        > 0: LeakyReLU), or ``None``.
-    :param gate: ``(y, slope)``: multiply the result by the gradient of that activation at its
-        output ``y`` (``(rows of W, batch)``): a gradient taken back through it.
-    :param sums: a ``(rows of W,)`` tensor, filled with the result's totals over the batch.
     :return: contiguous ``(rows of W, batch)``.
     """
     out = rhs_t.new_empty(crow.shape[0] - 1, rhs_t.shape[1])
-    slope = activation if activation is not None else gate[1] if gate is not None else 0.0
     lib.csr_times_f32(
         out.shape[0],
         out.shape[1],
@@ -146,10 +137,7 @@ def times(
         rhs_t.data_ptr(),
         None if bias is None else bias.data_ptr(),
         out.data_ptr(),
-        activation is not None,
-        slope,
-        None if gate is None else gate[0].data_ptr(),
-        None if sums is None else sums.data_ptr(),
+        *(0, 0.0, None, None),  # no activation, gate or sums (see fused.py for those)
         threads_for(col.shape[0] * out.shape[1]) if threads is None else threads,
     )
     return out
