@@ -57,9 +57,8 @@ def _kind(module: nn.Module) -> Kind:
 def _chain(modules: tuple[nn.Module, ...]) -> Plan | None:
     """``(linear layer, activation after it or None)`` per layer, or ``None`` if ``modules`` are not a fusable chain.
 
-    Fusable: sparse layers, dense heads (fewer than ``FEATURE_MAJOR_MIN_FEATURES`` outputs, run on
-    the same kernels as full patterns), each followed by at most one ReLU/LeakyReLU, and a Tanh
-    at the very end (TD3's actor).
+    Fusable: sparse layers, each followed by at most one ReLU/LeakyReLU, then optionally a dense
+    head (fewer than ``FEATURE_MAJOR_MIN_FEATURES`` outputs) and a Tanh at the very end (TD3's actor).
     """
     plan: Plan = []
     for module in modules:
@@ -70,9 +69,10 @@ def _chain(modules: tuple[nn.Module, ...]) -> Plan | None:
             plan[-1] = (plan[-1][0], kind)
         else:
             return None
-    if not any(isinstance(layer, SparseLinear) for layer, _ in plan) or any(k == TANH for _, k in plan[:-1]):
+    hidden = plan[:-1] if plan and isinstance(plan[-1][0], FeatureMajorLinear) else plan
+    if not hidden or not all(isinstance(layer, SparseLinear) for layer, _ in hidden):
         return None
-    return plan
+    return None if any(kind == TANH for _, kind in plan[:-1]) else plan
 
 
 def _parameters(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -80,31 +80,21 @@ def _parameters(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     return params["values"] if "values" in params else params["weight"], params["bias"]
 
 
-def _index(layer: nn.Module) -> sparse_ops.SparseIndex:
-    """The layer's pattern: a sparse layer's own, every position for a dense head (kept on the module)."""
-    if isinstance(layer, SparseLinear):
-        return layer.index
-    index = layer.__dict__.get("_full_index")
-    if index is None or index.shape != (layer.out_features, layer.in_features):
-        positions = torch.arange(layer.out_features * layer.in_features, dtype=torch.int32)
-        index = layer.__dict__["_full_index"] = sparse_ops.SparseIndex(positions, (layer.out_features, layer.in_features))
-    return index
-
-
 def _layers(owner: nn.Module, plan: Plan, params: list[torch.Tensor | None], backward: bool) -> ctypes.Array:
-    """The chain as ``native.Layer`` descriptors, kept on ``owner`` while its indexes and tensors stay the same."""
-    indexes = [_index(layer) for layer, _ in plan]
+    """The chain's sparse layers as ``native.Layer`` descriptors, kept on ``owner`` while their indexes and tensors
+    stay the same."""
+    indexes = [layer.index for layer, _ in plan if isinstance(layer, SparseLinear)]
     key = (*indexes, *[None if p is None else p.data_ptr() for p in params])
     cache = owner.__dict__.setdefault("_fused_layers", {})
     if backward in cache and cache[backward][0] == key:
         return cache[backward][1]
-    layers = (native.Layer * len(plan))()
-    for i, (descriptor, (_, kind), index) in enumerate(zip(layers, plan, indexes, strict=True)):
+    layers = (native.Layer * len(indexes))()
+    for i, (descriptor, index) in enumerate(zip(layers, indexes, strict=True)):
         descriptor.rows, descriptor.cols = index.shape
         descriptor.crow, descriptor.col = (t.data_ptr() for t in index.compressed())
         if backward:  # the transposes exist only for networks that backpropagate
             descriptor.ccol, descriptor.row, descriptor.perm = (t.data_ptr() for t in index.transpose())
-        weight, bias = params[2 * i], params[2 * i + 1]
+        weight, bias, kind = params[2 * i], params[2 * i + 1], plan[i][1]
         descriptor.values, descriptor.bias = weight.data_ptr(), None if bias is None else bias.data_ptr()
         descriptor.activate = kind is not None and kind != TANH
         descriptor.slope = kind if descriptor.activate else 0.0
@@ -112,14 +102,18 @@ def _layers(owner: nn.Module, plan: Plan, params: list[torch.Tensor | None], bac
     return layers
 
 
-def _forward(lib, layers: ctypes.Array, plan: Plan, x_t: torch.Tensor) -> list[torch.Tensor]:
+def _forward(lib, layers: ctypes.Array, plan: Plan, params, x_t: torch.Tensor) -> list[torch.Tensor]:
     """Each layer's activated ``(out, batch)`` output, from the feature-major input ``x_t``."""
     batch = x_t.shape[1]
-    outputs = [x_t.new_empty(layer.out_features, batch) for layer, _ in plan]
+    outputs = [x_t.new_empty(layer.out_features, batch) for layer, _ in plan[: len(layers)]]
     # ctypes arrays passed as arguments live until the call returns.
     threads = (torch.get_num_threads(), native.PARALLEL_MIN_WORK)
-    lib.stack_forward_f32(len(plan), layers, batch, x_t.data_ptr(), native.pointers(outputs), *threads)
-    if plan[-1][1] == TANH:
+    lib.stack_forward_f32(len(layers), layers, batch, x_t.data_ptr(), native.pointers(outputs), *threads)
+    if len(layers) < len(plan):  # the dense head
+        weight, bias = params[-2], params[-1]
+        outputs.append(weight @ outputs[-1] if bias is None else torch.addmm(bias[:, None], weight, outputs[-1]))
+        _activate_(outputs[-1], plan[-1][1])
+    elif plan[-1][1] == TANH:
         outputs[-1].tanh_()
     return outputs
 
@@ -135,6 +129,21 @@ def _batch_major(plan: Plan) -> bool:
     return last.contiguous_output or last.out_features < sparse_ops.FEATURE_MAJOR_MIN_FEATURES
 
 
+def _act_grad(lib, grad_t: torch.Tensor, y_t, kind: Kind, sums: torch.Tensor | None, out: torch.Tensor | None = None):
+    """The gradient before activation ``kind`` (its output ``y_t``) from the contiguous ``grad_t`` after it, into
+    ``out`` (which may be ``grad_t``; default a new tensor, or ``grad_t`` where there is no activation), and its row
+    totals (a bias gradient) into ``sums``."""
+    if kind is not None and kind != TANH:
+        return native.activation_grad(lib, grad_t, y_t, kind, out=out, sums=sums)
+    if kind == TANH:
+        grad_t = torch.mul(grad_t, 1 - y_t * y_t, out=out)
+    elif out is not None and out is not grad_t:
+        grad_t = out.copy_(grad_t)
+    if sums is not None:
+        torch.sum(grad_t, 1, out=sums)
+    return grad_t
+
+
 class _FusedFunction(torch.autograd.Function):
     """The chain of layers and activations of a :class:`FusedSequential` as one autograd node.
 
@@ -146,7 +155,7 @@ class _FusedFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, owner: nn.Module, plan: Plan, lib, x: torch.Tensor, *params: torch.Tensor | None) -> torch.Tensor:
         x_t = _feature_major(lib, x)
-        outputs = _forward(lib, _layers(owner, plan, params, backward=False), plan, x_t)
+        outputs = _forward(lib, _layers(owner, plan, params, backward=False), plan, params, x_t)
         ctx.owner, ctx.plan, ctx.lib, ctx.batch_major = owner, plan, lib, _batch_major(plan)
         # The last output only where its activation's gradient reads it (as nn.ReLU and nn.Tanh
         # keep theirs): then, as after those modules, the result must not be modified in place.
@@ -161,43 +170,42 @@ class _FusedFunction(torch.autograd.Function):
         x_t, outputs, params = saved[0], saved[1 : n + 1], saved[n + 1 :]
         needs, needs_x = ctx.needs_input_grad[4:], ctx.needs_input_grad[3]
         layers = _layers(ctx.owner, plan, list(params), backward=True)
-        batch = x_t.shape[1]
-        weight_grads = [grad.new_empty(params[2 * i].numel()) if needs[2 * i] else None for i in range(n)]
+        m, batch = len(layers), x_t.shape[1]  # m sparse layers, then maybe a dense head
+        weight_grads = [grad.new_empty(params[2 * i].shape) if needs[2 * i] else None for i in range(n)]
         bias_grads = [grad.new_empty(layer.out_features) if needs[2 * i + 1] else None for i, (layer, _) in enumerate(plan)]
-        # Two buffers the gradient alternates between on its way down; the top one starts it.
-        size = max(max(layer.in_features, layer.out_features) for layer, _ in plan) * batch
-        buffers = grad.new_empty(2, size)
-        top = buffers[0, : plan[-1][0].out_features * batch].view(-1, batch)
-        top.copy_(grad.T if ctx.batch_major else grad)
-        kind = plan[-1][1]
-        if kind == TANH:
-            top.mul_(1 - outputs[-1] * outputs[-1])
-        elif kind is not None:
-            native.activation_grad(lib, top, outputs[-1], kind, out=top, sums=bias_grads[-1])
-        if bias_grads[-1] is not None and (kind is None or kind == TANH):
-            torch.sum(top, 1, out=bias_grads[-1])
-        grad_x = x_t.new_empty(x_t.shape) if needs_x else None
         # Go down only as far as something wants a gradient (the input is usually observations).
-        stop = 0 if needs_x else next((i for i in range(n) if needs[2 * i] or needs[2 * i + 1]), n)
-        if stop < n:
-            below = native.pointers([*outputs[:-1], None])  # ctypes arrays: alive until the call returns
+        stop = 0 if needs_x else next((i for i in range(m) if needs[2 * i] or needs[2 * i + 1]), m)
+        # Two buffers the gradient alternates between on its way down the sparse layers; the
+        # gradient before the last sparse layer's activation starts in the first.
+        buffers = grad.new_empty(2, max(max(layer.in_features, layer.out_features) for layer, _ in plan) * batch)
+        top = buffers[0, : plan[m - 1][0].out_features * batch].view(-1, batch)
+        grad_t = grad.T if ctx.batch_major else grad
+        if m < n:  # the dense head: its gradients, then the one at its input
+            grad_t = _act_grad(lib, grad_t.contiguous(), outputs[-1], plan[-1][1], bias_grads[-1])
+            if needs[-2]:
+                torch.mm(grad_t, outputs[m - 1].T, out=weight_grads[-1])
+            if stop < m:
+                torch.mm(params[-2].T, grad_t, out=top)
+                _act_grad(lib, top, outputs[m - 1], plan[m - 1][1], bias_grads[m - 1], out=top)
+        elif stop < m:
+            _act_grad(lib, grad_t.contiguous(), outputs[-1], plan[-1][1], bias_grads[-1], out=top)
+        grad_x = x_t.new_empty(x_t.shape) if needs_x else None
+        if stop < m:
+            below = native.pointers([*outputs[: m - 1], None])  # ctypes arrays: alive until the call returns
             grad_x_ptr = None if grad_x is None else grad_x.data_ptr()
             # RigL's dense gradients: the gradient at each recording layer's output, copied out.
             recorded = [
-                grad.new_empty(layer.out_features, batch) if getattr(layer, "record_dense_grad", False) else None
-                for layer, _ in plan
+                grad.new_empty(layer.out_features, batch) if layer.record_dense_grad else None for layer, _ in plan[:m]
             ]
             lib.stack_backward_f32(
-                n, layers, batch, x_t.data_ptr(), below, top.data_ptr(),
-                native.pointers(weight_grads), native.pointers(bias_grads), grad_x_ptr, stop,
+                m, layers, batch, x_t.data_ptr(), below, top.data_ptr(),
+                native.pointers(weight_grads[:m]), native.pointers(bias_grads[:m]), grad_x_ptr, stop,
                 torch.get_num_threads(), native.PARALLEL_MIN_WORK, buffers[1].data_ptr(), native.pointers(recorded),
             )  # fmt: skip
-            for (layer, _), layer_grad, inputs in zip(plan, recorded, (x_t, *outputs[:-1]), strict=True):
+            for (layer, _), layer_grad, inputs in zip(plan, recorded, (x_t, *outputs[: m - 1]), strict=False):
                 if layer_grad is not None:
                     layer.record(layer_grad @ inputs.T)
-        grads = []
-        for weight, weight_grad, bias_grad in zip(params[::2], weight_grads, bias_grads, strict=True):
-            grads += [None if weight_grad is None else weight_grad.view(weight.shape), bias_grad]
+        grads = [g for pair in zip(weight_grads, bias_grads, strict=True) for g in pair]
         return None, None, None, None if grad_x is None else grad_x.T, *grads
 
 
@@ -219,7 +227,7 @@ class FusedSequential(nn.Sequential):
         if grad:
             y = _FusedFunction.apply(self, plan, lib, x, *params)
             return y if _batch_major(plan) else y.T  # a view outside: in-place ops on it work
-        y_t = _forward(lib, _layers(self, plan, params, backward=False), plan, _feature_major(lib, x))[-1]
+        y_t = _forward(lib, _layers(self, plan, params, backward=False), plan, params, _feature_major(lib, x))[-1]
         return native.transpose(lib, y_t) if _batch_major(plan) else y_t.T
 
     def _fusable(self, x: torch.Tensor) -> Plan | None:
