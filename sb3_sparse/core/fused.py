@@ -80,25 +80,30 @@ def _parameters(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     return params["values"] if "values" in params else params["weight"], params["bias"]
 
 
-def _layers(owner: nn.Module, plan: Plan, params: list[torch.Tensor | None], backward: bool) -> ctypes.Array:
+def _layers(owner: nn.Module, plan: Plan, params: list[torch.Tensor | None], grad_below: int) -> ctypes.Array:
     """The chain's sparse layers as ``native.Layer`` descriptors, kept on ``owner`` while their indexes and tensors
-    stay the same."""
+    stay the same.
+
+    :param grad_below: the layers from which on gradients are taken back to the layer's input
+        (the transposes are built for those only: none in a forward pass, ``len(plan)``; from
+        layer 1 on when the input needs no gradient, as observations).
+    """
     indexes = [layer.index for layer, _ in plan if isinstance(layer, SparseLinear)]
     key = (*indexes, *[None if p is None else p.data_ptr() for p in params])
     cache = owner.__dict__.setdefault("_fused_layers", {})
-    if backward in cache and cache[backward][0] == key:
-        return cache[backward][1]
+    if grad_below in cache and cache[grad_below][0] == key:
+        return cache[grad_below][1]
     layers = (native.Layer * len(indexes))()
     for i, (descriptor, index) in enumerate(zip(layers, indexes, strict=True)):
         descriptor.rows, descriptor.cols = index.shape
         descriptor.crow, descriptor.col = (t.data_ptr() for t in index.compressed())
-        if backward:  # the transposes exist only for networks that backpropagate
+        if i >= grad_below:  # memory: target networks and first layers never hold the transposes
             descriptor.ccol, descriptor.row, descriptor.perm = (t.data_ptr() for t in index.transpose())
         weight, bias, kind = params[2 * i], params[2 * i + 1], plan[i][1]
         descriptor.values, descriptor.bias = weight.data_ptr(), None if bias is None else bias.data_ptr()
         descriptor.activate = kind is not None and kind != TANH
         descriptor.slope = kind if descriptor.activate else 0.0
-    cache[backward] = (key, layers)  # the key holds the indexes: their arrays live as long as it
+    cache[grad_below] = (key, layers)  # the key holds the indexes: their arrays live as long as it
     return layers
 
 
@@ -155,7 +160,7 @@ class _FusedFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, owner: nn.Module, plan: Plan, lib, x: torch.Tensor, *params: torch.Tensor | None) -> torch.Tensor:
         x_t = _feature_major(lib, x)
-        outputs = _forward(lib, _layers(owner, plan, params, backward=False), plan, params, x_t)
+        outputs = _forward(lib, _layers(owner, plan, params, len(plan)), plan, params, x_t)
         ctx.owner, ctx.plan, ctx.lib, ctx.batch_major = owner, plan, lib, _batch_major(plan)
         # The last output only where its activation's gradient reads it (as nn.ReLU and nn.Tanh
         # keep theirs): then, as after those modules, the result must not be modified in place.
@@ -169,7 +174,7 @@ class _FusedFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         x_t, outputs, params = saved[0], saved[1 : n + 1], saved[n + 1 :]
         needs, needs_x = ctx.needs_input_grad[4:], ctx.needs_input_grad[3]
-        layers = _layers(ctx.owner, plan, list(params), backward=True)
+        layers = _layers(ctx.owner, plan, list(params), 0 if needs_x else 1)
         m, batch = len(layers), x_t.shape[1]  # m sparse layers, then maybe a dense head
         weight_grads = [grad.new_empty(params[2 * i].shape) if needs[2 * i] else None for i in range(n)]
         bias_grads = [grad.new_empty(layer.out_features) if needs[2 * i + 1] else None for i, (layer, _) in enumerate(plan)]
@@ -227,7 +232,7 @@ class FusedSequential(nn.Sequential):
         if grad:
             y = _FusedFunction.apply(self, plan, lib, x, *params)
             return y if _batch_major(plan) else y.T  # a view outside: in-place ops on it work
-        y_t = _forward(lib, _layers(self, plan, params, backward=False), plan, params, _feature_major(lib, x))[-1]
+        y_t = _forward(lib, _layers(self, plan, params, len(plan)), plan, params, _feature_major(lib, x))[-1]
         return native.transpose(lib, y_t) if _batch_major(plan) else y_t.T
 
     def _fusable(self, x: torch.Tensor) -> Plan | None:
