@@ -154,7 +154,7 @@ def activation_grad(
     """The gradient before a ReLU/LeakyReLU (``slope``) from ``grad`` after it and its output, both contiguous float32 2-D.
 
     :param out: where to write it (may be ``grad``: in place); default a new tensor.
-    :param sums: as for :func:`times`.
+    :param sums: a ``(rows,)`` tensor, filled with the result's totals over the batch (a bias gradient).
     """
     out = torch.empty_like(output) if out is None else out
     rows, batch = output.shape

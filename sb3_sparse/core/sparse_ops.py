@@ -18,6 +18,9 @@ Kernels (chosen by ``benchmarks/bench_kernels.py``), each product computed featu
   ``grad_x``, ``torch.sparse.sampled_addmm`` for ``grad_values``, ``torch.addmv`` for one row;
 - ``grad_bias`` is a sum over the batch.
 
+Inside a network these per-layer operations run where :mod:`.fused` cannot run the whole
+stack of layers at once (hooks, float64, other modules in the stack, ...).
+
 The dense path, ``W @ x.T`` with :func:`dense_weight` (the same result to rounding), takes a
 batch where the sparse kernels do not pay (:func:`sparse_kernels_pay`: too dense or too
 small); ``F.linear`` takes tensors off the CPU (no sparse kernel was measured on a GPU, so
