@@ -134,7 +134,9 @@ def _batch_major(plan: Plan) -> bool:
     return last.contiguous_output or last.out_features < sparse_ops.FEATURE_MAJOR_MIN_FEATURES
 
 
-def _act_grad(lib, grad_t: torch.Tensor, y_t, kind: Kind, sums: torch.Tensor | None, out: torch.Tensor | None = None):
+def _act_grad(
+    lib, grad_t: torch.Tensor, y_t: torch.Tensor | None, kind: Kind, sums: torch.Tensor | None, out: torch.Tensor | None = None
+):
     """The gradient before activation ``kind`` (its output ``y_t``) from the contiguous ``grad_t`` after it, into
     ``out`` (which may be ``grad_t``; default a new tensor, or ``grad_t`` where there is no activation), and its row
     totals (a bias gradient) into ``sums``."""

@@ -193,7 +193,7 @@ class SparseIndex:
         Acting calls this per layer on every environment step, so the index arrays' addresses
         are kept (they never change for an index) and nothing else is built around the call.
 
-        :param activation: as for :func:`.native.times`.
+        :param activation: the negative slope of a ReLU (0) or LeakyReLU applied to the result, or ``None``.
         """
         if self._pointers is None:
             crow, col = self.compressed()
