@@ -1,15 +1,16 @@
-"""One autograd node and one compiled call per network pass: a stack of sparse layers run fused.
+"""One autograd node per network pass, one compiled call for its sparse layers: a stack run fused.
 
 At 256 units and 95% sparsity the sparse kernels are a small part of a training step; most of
 the rest was paid per layer and does not shrink with sparsity: a module call, an autograd node
 and a few Python-to-kernel calls per linear layer and per activation, and passes over the
 activations for each activation (forward and backward) and each bias gradient.
 :class:`FusedSequential` runs an ``nn.Sequential`` of :class:`~.sparse_layer.SparseLinear`
-layers and dense heads (:class:`~.sparse_layer.FeatureMajorLinear` with fewer than
-``FEATURE_MAJOR_MIN_FEATURES`` outputs, computed as full patterns), each followed by at most a
-ReLU or LeakyReLU, and a Tanh at the very end (TD3's actor), as one
-:class:`torch.autograd.Function` whose forward and backward are each one call into the compiled
-kernels (``stack_forward_f32``/``stack_backward_f32`` in ``csr_kernels.c``):
+layers, each followed by at most a ReLU or LeakyReLU, then optionally a dense head
+(:class:`~.sparse_layer.FeatureMajorLinear` with fewer than ``FEATURE_MAJOR_MIN_FEATURES``
+outputs, computed by PyTorch) and a Tanh at the very end (TD3's actor), as one
+:class:`torch.autograd.Function` whose forward and backward run the sparse layers in one call
+each into the compiled kernels (``stack_forward_f32``/``stack_backward_f32`` in
+``csr_kernels.c``):
 
 - forward: each layer applies its ReLU/LeakyReLU as it stores its result;
 - backward: the gradient taken back through a layer is multiplied by the gradient of the
@@ -18,8 +19,9 @@ kernels (``stack_forward_f32``/``stack_backward_f32`` in ``csr_kernels.c``):
   the way (that layer's bias gradient); RigL's dense gradients are recorded from copies of each
   layer's output gradient.
 
-The results are the module-by-module forward's and gradients to float rounding (the dense heads
-sum in another order than BLAS). Whatever the fused function cannot honour runs module by module:
+The results are the module-by-module forward's and gradients to float rounding (sparse layers
+that would take the dense path on their own run on the kernels here, and bias gradients are
+summed in another order). Whatever the fused function cannot honour runs module by module:
 hooks (dormant-neuron scoring registers some), tracing and compiling, PyTorch's kernels (no
 compiled library, float64, other devices), other modules in the stack (a Tanh between layers,
 wide dense layers, dropout, ...). One input row without autograd (acting) runs a fused
