@@ -235,8 +235,7 @@ void stack_backward_f32(int32_t n, const layer_t *layers, int64_t batch, const f
         const float *input = i ? outputs[i - 1] : x_t;
         if (outputs_grad[i]) memcpy(outputs_grad[i], g, sizeof(float) * l->rows * batch);
         if (grad_values[i]) csr_sampled_dot_f32(l->rows, batch, l->crow, l->col, g, input, grad_values[i], t);
-        if (i == 0 && !grad_x) break;
-        if (i == stop && i > 0) break;
+        if (i == stop && (i > 0 || !grad_x)) break; /* nothing below wants a gradient */
         /* The gradient at the layer's input, through the activation below (its output is `input`). */
         float *below = i ? (g == scratch ? grad_t : scratch) : grad_x; /* two buffers in turn */
         const layer_t *b = i ? layers + i - 1 : NULL;

@@ -133,7 +133,7 @@ def _feature_major(lib, x: torch.Tensor) -> torch.Tensor:
 def _batch_major(plan: Plan) -> bool:
     """Whether the stack returns an ordinary ``(batch, out)`` tensor, as its last layer would (see ``as_output``)."""
     last = plan[-1][0]
-    return last.contiguous_output or last.out_features < sparse_ops.FEATURE_MAJOR_MIN_FEATURES
+    return sparse_ops.batch_major(last.out_features, last.contiguous_output)
 
 
 def _act_grad(

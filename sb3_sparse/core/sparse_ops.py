@@ -296,7 +296,12 @@ def as_output(y_t: torch.Tensor, contiguous: bool = False) -> torch.Tensor:
     are copied to an ordinary contiguous tensor, which costs little and lets downstream code
     ``view`` them (QR-DQN views its quantiles).
     """
-    return y_t.T.contiguous() if contiguous or y_t.shape[0] < FEATURE_MAJOR_MIN_FEATURES else y_t.T
+    return y_t.T.contiguous() if batch_major(y_t.shape[0], contiguous) else y_t.T
+
+
+def batch_major(out_features: int, contiguous: bool) -> bool:
+    """Whether a layer's result of ``out_features`` is an ordinary contiguous tensor (see :func:`as_output`)."""
+    return contiguous or out_features < FEATURE_MAJOR_MIN_FEATURES
 
 
 def linear_feature_major(
