@@ -15,8 +15,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from stable_baselines3.common.policies import ContinuousCritic
 from torch import nn
 
+from .core.fused import run_parallel
 from .core.layers import MaskedLayerMixin, replace_layer, to_masked
 from .core.mask_bits import BITS_KEY, MASK_KEY
 from .core.sparse_layer import SparseLinear
@@ -30,6 +32,16 @@ class SparseNetworkMixin:
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
         mask_like_(self, state_dict)  # type: ignore[arg-type]
         return super().load_state_dict(state_dict, strict=strict, assign=assign)  # type: ignore[misc]
+
+
+class SparseCriticMixin(SparseNetworkMixin):
+    """SB3's ``ContinuousCritic.forward``, with the Q-networks run by :func:`~.core.fused.run_parallel`: on the sparse
+    backend they share one transposition of their input and one autograd node (one of each per network otherwise)."""
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with torch.set_grad_enabled(not self.share_features_extractor):  # type: ignore[attr-defined]
+            features = self.extract_features(obs, self.features_extractor)  # type: ignore[attr-defined]
+        return run_parallel(self.q_networks, torch.cat([features, actions], dim=1))  # type: ignore[attr-defined]
 
 
 def mask_like_(module: nn.Module, state_dict: Mapping[str, Any]) -> None:
@@ -69,7 +81,9 @@ def make_sparse_class_(network: nn.Module) -> nn.Module:
         # Shown as Sparse<Name>; found (by pickle) under a name unique to the base class, since
         # SB3 has several classes of one name (TD3's and SAC's Actor).
         key = f"Sparse_{base.__module__.replace('.', '_')}_{base.__qualname__}"
-        cls = type(f"Sparse{base.__name__}", (SparseNetworkMixin, base), {"__module__": __name__, "__doc__": base.__doc__})
+        # A critic whose forward is SB3's own gets the one that runs its Q-networks together.
+        mixin = SparseCriticMixin if getattr(base, "forward", None) is ContinuousCritic.forward else SparseNetworkMixin
+        cls = type(f"Sparse{base.__name__}", (mixin, base), {"__module__": __name__, "__doc__": base.__doc__})
         cls.__qualname__ = key
         globals()[key] = _CLASSES[base] = cls
     network.__class__ = _CLASSES[base]

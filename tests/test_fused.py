@@ -208,3 +208,81 @@ def test_sb3_networks_run_fused():
     assert_same_gradients(td3, module_by_module(td3), obs, lambda policy, x: torch.cat(policy.critic(x, policy.actor(x)), 1))
     assert_same_gradients(dqn, module_by_module(dqn), torch.randn(64, 4), lambda policy, x: policy.q_net(x))
     assert_same_gradients(qrdqn, module_by_module(qrdqn), torch.randn(64, 4), lambda policy, x: policy.quantile_net(x))
+
+
+def two_stacks() -> tuple[FusedSequential, FusedSequential]:
+    first = stack(nn.LeakyReLU(), head=1)
+    second = stack(nn.LeakyReLU(), head=1, density=0.4)  # another topology, other values
+    return first, second
+
+
+def test_stacks_on_one_input_run_as_one_node():
+    """A critic's Q-networks: one autograd node, each stack's results and gradients as on its own."""
+    stacks = two_stacks()
+    x = torch.randn(40, 30, requires_grad=True)
+    y = fused.run_parallel(stacks, x)
+    assert y[0].grad_fn is y[1].grad_fn  # one node
+    x_ref = x.detach().clone().requires_grad_()
+    references = [module_by_module(s) for s in stacks]
+    y_ref = [r(x_ref) for r in references]
+    for a, b in zip(y, y_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    grads = [torch.randn_like(a) for a in y]
+    torch.autograd.backward(y, grads)
+    torch.autograd.backward(y_ref, grads)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)  # the sum of both stacks' input gradients
+    for network, reference in zip(stacks, references, strict=True):
+        for p, q in zip(network.parameters(), reference.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_an_unused_stack_output_costs_no_backward():  # TD3's actor loss reads the first Q only
+    stacks = two_stacks()
+    x = torch.randn(40, 30, requires_grad=True)
+    first, _ = fused.run_parallel(stacks, x)
+    first.sum().backward()
+    assert all(p.grad is not None for p in stacks[0].parameters())
+    assert all(p.grad is None for p in stacks[1].parameters())
+    x_ref = x.detach().clone().requires_grad_()
+    module_by_module(stacks[0])(x_ref).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [1, 9])
+def test_stacks_on_one_input_without_autograd(rows):
+    stacks = two_stacks()
+    x = torch.randn(rows, 30)
+    with torch.no_grad():
+        for y, network in zip(fused.run_parallel(stacks, x), stacks, strict=True):
+            assert torch.equal(y, network(x))
+
+
+def test_stacks_that_cannot_run_fused_run_one_by_one():
+    stacks = two_stacks()
+    seen = []
+    stacks[1].register_forward_hook(lambda module, args, output: seen.append(output.shape))
+    x = torch.randn(8, 30)
+    y = fused.run_parallel(stacks, x)
+    assert seen == [(8, 1)] and y[0].grad_fn is not y[1].grad_fn
+    assert len(fused.run_parallel((stacks[0], nn.Linear(30, 2)), x)) == 2  # not a fused stack at all
+
+
+def test_critics_run_their_q_networks_together():
+    """TD3's and SAC's sparse critics run both Q-networks in one node; a critic with its own forward keeps it."""
+    from stable_baselines3.common.policies import ContinuousCritic
+
+    from sb3_sparse.networks import SparseCriticMixin, make_sparse_class_
+
+    for algo in (TD3, SAC):
+        policy = sparse_policy(algo, CheetahShapes(), preset="tows")
+        assert isinstance(policy.critic, SparseCriticMixin) and isinstance(policy.critic_target, SparseCriticMixin)
+        q = policy.critic(torch.randn(16, 17), torch.randn(16, 6))
+        assert len(q) == 2 and q[0].grad_fn is q[1].grad_fn
+
+    class OwnForward(ContinuousCritic):
+        def forward(self, obs, actions):
+            return super().forward(obs, actions)
+
+    critic = policy.critic
+    critic.__class__ = OwnForward
+    assert not isinstance(make_sparse_class_(critic), SparseCriticMixin)

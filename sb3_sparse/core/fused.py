@@ -7,10 +7,12 @@ activations for each activation (forward and backward) and each bias gradient.
 :class:`FusedSequential` runs an ``nn.Sequential`` of :class:`~.sparse_layer.SparseLinear`
 layers, each followed by at most a ReLU or LeakyReLU, then optionally a dense head
 (:class:`~.sparse_layer.FeatureMajorLinear` with fewer than ``FEATURE_MAJOR_MIN_FEATURES``
-outputs, computed by PyTorch) and a Tanh at the very end (TD3's actor), as one
-:class:`torch.autograd.Function` whose forward and backward run the sparse layers in one call
-each into the compiled kernels (``stack_forward_f32``/``stack_backward_f32`` in
-``csr_kernels.c``):
+outputs) and a Tanh at the very end (TD3's actor), as one :class:`torch.autograd.Function`
+whose forward and backward run all its layers in one call each into the compiled kernels
+(``stack_forward_f32``/``stack_backward_f32`` in ``csr_kernels.c``). The head runs on the
+same CSR kernels, as a layer whose every connection is active: its index arrays are built
+once per head shape and shared by all heads of that shape (a few kilobytes, not part of any
+network):
 
 - forward: each layer applies its ReLU/LeakyReLU as it stores its result;
 - backward: the gradient taken back through a layer is multiplied by the gradient of the
@@ -31,6 +33,8 @@ matrix-vector product per layer.
 from __future__ import annotations
 
 import ctypes
+import functools
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -83,14 +87,14 @@ def _parameters(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def _layers(owner: nn.Module, plan: Plan, params: list[torch.Tensor | None], grad_below: int) -> ctypes.Array:
-    """The chain's sparse layers as ``native.Layer`` descriptors, kept on ``owner`` while their indexes and tensors
-    stay the same.
+    """The chain's layers as ``native.Layer`` descriptors, kept on ``owner`` while their indexes and tensors stay
+    the same.
 
     :param grad_below: the layers from which on gradients are taken back to the layer's input
         (the transposes are built for those only: none in a forward pass, ``len(plan)``; from
         layer 1 on when the input needs no gradient, as observations).
     """
-    indexes = [layer.index for layer, _ in plan if isinstance(layer, SparseLinear)]
+    indexes = [layer.index if isinstance(layer, SparseLinear) else _full_index(*layer.weight.shape) for layer, _ in plan]
     key = (*indexes, *[None if p is None else p.data_ptr() for p in params])
     cache = owner.__dict__.setdefault("_fused_layers", {})
     if grad_below in cache and cache[grad_below][0] == key:
@@ -109,18 +113,20 @@ def _layers(owner: nn.Module, plan: Plan, params: list[torch.Tensor | None], gra
     return layers
 
 
-def _forward(lib, layers: ctypes.Array, plan: Plan, params, x_t: torch.Tensor) -> list[torch.Tensor]:
+@functools.cache
+def _full_index(rows: int, cols: int) -> sparse_ops.SparseIndex:
+    """The index of a dense ``(rows, cols)`` layer: every connection active, in the weight's row-major order."""
+    return sparse_ops.SparseIndex(torch.arange(rows * cols, dtype=torch.int32), (rows, cols), path="sparse")
+
+
+def _forward(lib, layers: ctypes.Array, plan: Plan, x_t: torch.Tensor) -> list[torch.Tensor]:
     """Each layer's activated ``(out, batch)`` output, from the feature-major input ``x_t``."""
     batch = x_t.shape[1]
-    outputs = [x_t.new_empty(layer.out_features, batch) for layer, _ in plan[: len(layers)]]
+    outputs = [x_t.new_empty(layer.out_features, batch) for layer, _ in plan]
     # ctypes arrays passed as arguments live until the call returns.
     threads = (torch.get_num_threads(), native.PARALLEL_MIN_WORK)
     lib.stack_forward_f32(len(layers), layers, batch, x_t.data_ptr(), native.pointers(outputs), *threads)
-    if len(layers) < len(plan):  # the dense head
-        weight, bias = params[-2], params[-1]
-        outputs.append(weight @ outputs[-1] if bias is None else torch.addmm(bias[:, None], weight, outputs[-1]))
-        _activate_(outputs[-1], plan[-1][1])
-    elif plan[-1][1] == TANH:
+    if plan[-1][1] == TANH:
         outputs[-1].tanh_()
     return outputs
 
@@ -153,69 +159,118 @@ def _act_grad(
     return grad_t
 
 
-class _FusedFunction(torch.autograd.Function):
-    """The chain of layers and activations of a :class:`FusedSequential` as one autograd node.
+Stack = tuple[nn.Module, Plan]  # a FusedSequential and its plan
 
-    Takes ``x`` as ``(batch, in)`` and returns the last output as ``(out, batch)``, or as
+
+def _backward(lib, stack: Stack, grad: torch.Tensor, x_t: torch.Tensor, outputs, params, needs, needs_x: bool):
+    """One stack's parameter gradients (weight, bias per layer) and the gradient at its feature-major input
+    (``None`` unless ``needs_x``), from ``grad`` at its output."""
+    owner, plan = stack
+    n, batch = len(plan), x_t.shape[1]
+    weight_grads = [grad.new_empty(params[2 * i].shape) if needs[2 * i] else None for i in range(n)]
+    bias_grads = [grad.new_empty(layer.out_features) if needs[2 * i + 1] else None for i, (layer, _) in enumerate(plan)]
+    grad_x = x_t.new_empty(x_t.shape) if needs_x else None
+    # Go down only as far as something wants a gradient (the input is usually observations).
+    stop = 0 if needs_x else next((i for i in range(n) if needs[2 * i] or needs[2 * i + 1]), n)
+    if stop < n:
+        layers = _layers(owner, plan, list(params), 0 if needs_x else 1)
+        # Two buffers the gradient alternates between on its way down; the gradient before the
+        # last layer's activation starts in the first.
+        buffers = grad.new_empty(2, max(max(layer.in_features, layer.out_features) for layer, _ in plan) * batch)
+        top = buffers[0, : plan[-1][0].out_features * batch].view(-1, batch)
+        grad_t = (grad.T if _batch_major(plan) else grad).contiguous()
+        _act_grad(lib, grad_t, outputs[-1], plan[-1][1], bias_grads[-1], out=top)
+        below = native.pointers([*outputs[:-1], None])  # ctypes arrays: alive until the call returns
+        # RigL's dense gradients: the gradient at each recording layer's output, copied out.
+        recorded = [
+            grad.new_empty(layer.out_features, batch) if getattr(layer, "record_dense_grad", False) else None
+            for layer, _ in plan
+        ]
+        lib.stack_backward_f32(
+            n, layers, batch, x_t.data_ptr(), below, top.data_ptr(),
+            native.pointers(weight_grads), native.pointers(bias_grads), None if grad_x is None else grad_x.data_ptr(),
+            stop, torch.get_num_threads(), native.PARALLEL_MIN_WORK, buffers[1].data_ptr(), native.pointers(recorded),
+        )  # fmt: skip
+        for (layer, _), layer_grad, inputs in zip(plan, recorded, (x_t, *outputs[:-1]), strict=False):
+            if layer_grad is not None:
+                layer.record(layer_grad @ inputs.T)
+    return [g for pair in zip(weight_grads, bias_grads, strict=True) for g in pair], grad_x
+
+
+class _FusedFunction(torch.autograd.Function):
+    """Stacks that read one input (a :class:`FusedSequential`, or a critic's Q-networks) as one autograd node.
+
+    Takes ``x`` as ``(batch, in)`` and returns each stack's last output as ``(out, batch)``, or as
     ``(batch, out)`` where the stack returns ordinary tensors: the transpositions happen inside,
     with no autograd node of their own.
     """
 
     @staticmethod
-    def forward(ctx, owner: nn.Module, plan: Plan, lib, x: torch.Tensor, *params: torch.Tensor | None) -> torch.Tensor:
+    def forward(ctx, stacks: tuple[Stack, ...], lib, x: torch.Tensor, *params: torch.Tensor | None):
+        ctx.set_materialize_grads(False)  # an output nobody uses (TD3's second Q) costs no backward
         x_t = _feature_major(lib, x)
-        outputs = _forward(lib, _layers(owner, plan, params, len(plan)), plan, params, x_t)
-        ctx.owner, ctx.plan, ctx.lib, ctx.batch_major = owner, plan, lib, _batch_major(plan)
-        # The last output only where its activation's gradient reads it (as nn.ReLU and nn.Tanh
-        # keep theirs): then, as after those modules, the result must not be modified in place.
-        last = outputs[-1] if plan[-1][1] is not None else None
-        ctx.save_for_backward(x_t, *outputs[:-1], last, *params)
-        return native.transpose(lib, outputs[-1]) if ctx.batch_major else outputs[-1]
+        results, saved, first = [], [x_t], 0
+        for owner, plan in stacks:
+            stack_params = params[first : first + 2 * len(plan)]
+            first += 2 * len(plan)
+            outputs = _forward(lib, _layers(owner, plan, stack_params, len(plan)), plan, x_t)
+            # The last output only where its activation's gradient reads it (as nn.ReLU and
+            # nn.Tanh keep theirs): then, as after those modules, it must not be modified in place.
+            saved += [*outputs[:-1], outputs[-1] if plan[-1][1] is not None else None]
+            results.append(native.transpose(lib, outputs[-1]) if _batch_major(plan) else outputs[-1])
+        ctx.stacks, ctx.lib = stacks, lib
+        ctx.save_for_backward(*saved, *params)
+        return tuple(results)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        plan, lib, n = ctx.plan, ctx.lib, len(ctx.plan)
-        saved = ctx.saved_tensors
-        x_t, outputs, params = saved[0], saved[1 : n + 1], saved[n + 1 :]
-        needs, needs_x = ctx.needs_input_grad[4:], ctx.needs_input_grad[3]
-        layers = _layers(ctx.owner, plan, list(params), 0 if needs_x else 1)
-        m, batch = len(layers), x_t.shape[1]  # m sparse layers, then maybe a dense head
-        weight_grads = [grad.new_empty(params[2 * i].shape) if needs[2 * i] else None for i in range(n)]
-        bias_grads = [grad.new_empty(layer.out_features) if needs[2 * i + 1] else None for i, (layer, _) in enumerate(plan)]
-        # Go down only as far as something wants a gradient (the input is usually observations).
-        stop = 0 if needs_x else next((i for i in range(m) if needs[2 * i] or needs[2 * i + 1]), m)
-        # Two buffers the gradient alternates between on its way down the sparse layers; the
-        # gradient before the last sparse layer's activation starts in the first.
-        buffers = grad.new_empty(2, max(max(layer.in_features, layer.out_features) for layer, _ in plan) * batch)
-        top = buffers[0, : plan[m - 1][0].out_features * batch].view(-1, batch)
-        grad_t = grad.T if ctx.batch_major else grad
-        if m < n:  # the dense head: its gradients, then the one at its input
-            grad_t = _act_grad(lib, grad_t.contiguous(), outputs[-1], plan[-1][1], bias_grads[-1])
-            if needs[-2]:
-                torch.mm(grad_t, outputs[m - 1].T, out=weight_grads[-1])
-            if stop < m:
-                torch.mm(params[-2].T, grad_t, out=top)
-                _act_grad(lib, top, outputs[m - 1], plan[m - 1][1], bias_grads[m - 1], out=top)
-        elif stop < m:
-            _act_grad(lib, grad_t.contiguous(), outputs[-1], plan[-1][1], bias_grads[-1], out=top)
-        grad_x = x_t.new_empty(x_t.shape) if needs_x else None
-        if stop < m:
-            below = native.pointers([*outputs[: m - 1], None])  # ctypes arrays: alive until the call returns
-            grad_x_ptr = None if grad_x is None else grad_x.data_ptr()
-            # RigL's dense gradients: the gradient at each recording layer's output, copied out.
-            recorded = [
-                grad.new_empty(layer.out_features, batch) if layer.record_dense_grad else None for layer, _ in plan[:m]
-            ]
-            lib.stack_backward_f32(
-                m, layers, batch, x_t.data_ptr(), below, top.data_ptr(),
-                native.pointers(weight_grads[:m]), native.pointers(bias_grads[:m]), grad_x_ptr, stop,
-                torch.get_num_threads(), native.PARALLEL_MIN_WORK, buffers[1].data_ptr(), native.pointers(recorded),
-            )  # fmt: skip
-            for (layer, _), layer_grad, inputs in zip(plan, recorded, (x_t, *outputs[: m - 1]), strict=False):
-                if layer_grad is not None:
-                    layer.record(layer_grad @ inputs.T)
-        grads = [g for pair in zip(weight_grads, bias_grads, strict=True) for g in pair]
-        return None, None, None, None if grad_x is None else grad_x.T, *grads
+    def backward(ctx, *grads: torch.Tensor | None):
+        saved, needs_x = ctx.saved_tensors, ctx.needs_input_grad[2]
+        outputs_at, params_at = 1, 1 + sum(len(plan) for _, plan in ctx.stacks)
+        param_grads: list[torch.Tensor | None] = []
+        grad_x = None
+        for stack, grad in zip(ctx.stacks, grads, strict=True):
+            n = len(stack[1])
+            outputs, params = saved[outputs_at : outputs_at + n], saved[params_at : params_at + 2 * n]
+            if grad is None:
+                param_grads += [None] * 2 * n
+            else:
+                needs = ctx.needs_input_grad[3 + len(param_grads) : 3 + len(param_grads) + 2 * n]
+                stack_grads, stack_grad_x = _backward(ctx.lib, stack, grad, saved[0], outputs, params, needs, needs_x)
+                param_grads += stack_grads
+                grad_x = stack_grad_x if grad_x is None else grad_x.add_(stack_grad_x)
+            outputs_at, params_at = outputs_at + n, params_at + 2 * n
+        return None, None, None if grad_x is None else grad_x.T, *param_grads
+
+
+def _run(stacks: tuple[Stack, ...], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each stack's output for ``x`` (all of them fusable for ``x``), fused."""
+    lib = native.library()
+    params = [p for _, plan in stacks for layer, _ in plan for p in _parameters(layer)]
+    grad = torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in params))
+    if grad:
+        ys = _FusedFunction.apply(stacks, lib, x, *params)
+        # Feature-major results leave as views: in-place operations on them work.
+        return tuple(y if _batch_major(plan) else y.T for y, (_, plan) in zip(ys, stacks, strict=True))
+    results, first = [], 0
+    x_t = _feature_major(lib, x) if x.shape[0] > 1 else None
+    for owner, plan in stacks:
+        stack_params = params[first : first + 2 * len(plan)]
+        first += 2 * len(plan)
+        if x_t is None:
+            results.append(_act(plan, stack_params, x))
+            continue
+        y_t = _forward(lib, _layers(owner, plan, stack_params, len(plan)), plan, x_t)[-1]
+        results.append(native.transpose(lib, y_t) if _batch_major(plan) else y_t.T)
+    return tuple(results)
+
+
+def run_parallel(modules: Sequence[nn.Module], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``tuple(module(x) for module in modules)``, with one transposition of ``x`` and one autograd node where every
+    module is a :class:`FusedSequential` that can run fused (a critic's Q-networks)."""
+    plans = [module._fusable(x) if isinstance(module, FusedSequential) else None for module in modules]
+    if any(plan is None for plan in plans):
+        return tuple(module(x) for module in modules)
+    return _run(tuple(zip(modules, plans, strict=True)), x)
 
 
 class FusedSequential(nn.Sequential):
@@ -226,18 +281,7 @@ class FusedSequential(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         plan = self._fusable(x)
-        if plan is None:
-            return super().forward(x)
-        lib = native.library()
-        params = [p for layer, _ in plan for p in _parameters(layer)]
-        grad = torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in params))
-        if x.shape[0] == 1 and not grad:
-            return _act(plan, params, x)
-        if grad:
-            y = _FusedFunction.apply(self, plan, lib, x, *params)
-            return y if _batch_major(plan) else y.T  # a view outside: in-place ops on it work
-        y_t = _forward(lib, _layers(self, plan, params, len(plan)), plan, params, _feature_major(lib, x))[-1]
-        return native.transpose(lib, y_t) if _batch_major(plan) else y_t.T
+        return super().forward(x) if plan is None else _run(((self, plan),), x)[0]
 
     def _fusable(self, x: torch.Tensor) -> Plan | None:
         if (
@@ -260,9 +304,11 @@ class FusedSequential(nn.Sequential):
         if cached is None or cached[0] != modules:  # a module was replaced: plan anew
             self.__dict__["_fused_plan"] = cached = (modules, _chain(modules))
         # Checked per call: hooks come and go (dormant-neuron scoring).
-        if cached[1] is None or any(m._forward_hooks or m._forward_pre_hooks for m in modules):
+        plan = cached[1]
+        if plan is None or any(m._forward_hooks or m._forward_pre_hooks for m in modules):
             return None
-        return cached[1]
+        head = plan[-1][0]  # the kernels read a dense head's weight in row-major order
+        return plan if isinstance(head, SparseLinear) or head.weight.is_contiguous() else None
 
     def __getstate__(self) -> dict:
         # Copies and pickles drop the caches: the kernels' descriptors hold raw addresses.
