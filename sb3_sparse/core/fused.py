@@ -26,8 +26,9 @@ that would take the dense path on their own run on the kernels here, and bias gr
 summed in another order). Whatever the fused function cannot honour runs module by module:
 hooks (dormant-neuron scoring registers some), tracing and compiling, PyTorch's kernels (no
 compiled library, float64, other devices), other modules in the stack (a Tanh between layers,
-wide dense layers, dropout, ...). One input row without autograd (acting) runs a fused
-matrix-vector product per layer.
+wide dense layers, dropout, ...). One input row (acting) runs the same single call, in which
+each product is a matrix-vector one. Stacks that read the same input (a critic's Q-networks)
+run as one node with one transposition of that input: :func:`run_parallel`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ import functools
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as module_globals
 
@@ -207,7 +207,7 @@ class _FusedFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, stacks: tuple[Stack, ...], lib, x: torch.Tensor, *params: torch.Tensor | None):
-        ctx.set_materialize_grads(False)  # an output nobody uses (TD3's second Q) costs no backward
+        ctx.set_materialize_grads(False)  # an output the loss does not use costs no backward
         x_t = _feature_major(lib, x)
         results, saved, first = [], [x_t], 0
         for owner, plan in stacks:
@@ -251,16 +251,13 @@ def _run(stacks: tuple[Stack, ...], x: torch.Tensor) -> tuple[torch.Tensor, ...]
         ys = _FusedFunction.apply(stacks, lib, x, *params)
         # Feature-major results leave as views: in-place operations on them work.
         return tuple(y if _batch_major(plan) else y.T for y, (_, plan) in zip(ys, stacks, strict=True))
-    results, first = [], 0
-    x_t = _feature_major(lib, x) if x.shape[0] > 1 else None
+    results, first, x_t = [], 0, _feature_major(lib, x)
     for owner, plan in stacks:
         stack_params = params[first : first + 2 * len(plan)]
         first += 2 * len(plan)
-        if x_t is None:
-            results.append(_act(plan, stack_params, x))
-            continue
         y_t = _forward(lib, _layers(owner, plan, stack_params, len(plan)), plan, x_t)[-1]
-        results.append(native.transpose(lib, y_t) if _batch_major(plan) else y_t.T)
+        # One row (acting) is contiguous either way round.
+        results.append(native.transpose(lib, y_t) if _batch_major(plan) and y_t.shape[1] > 1 else y_t.T)
     return tuple(results)
 
 
@@ -281,7 +278,9 @@ class FusedSequential(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         plan = self._fusable(x)
-        return super().forward(x) if plan is None else _run(((self, plan),), x)[0]
+        if plan is None:
+            return super().forward(x)
+        return _run(((self, plan),), x)[0]
 
     def _fusable(self, x: torch.Tensor) -> Plan | None:
         if (
@@ -314,27 +313,3 @@ class FusedSequential(nn.Sequential):
         # Copies and pickles drop the caches: the kernels' descriptors hold raw addresses.
         return {k: v for k, v in self.__dict__.items() if k not in ("_fused_plan", "_fused_layers")}
 
-
-def _slope(kind: Kind) -> float | None:
-    return None if kind == TANH else kind
-
-
-def _activate_(y: torch.Tensor, kind: Kind) -> torch.Tensor:
-    if kind == TANH:
-        return y.tanh_()
-    if kind is not None:
-        return y.relu_() if kind == 0.0 else F.leaky_relu_(y, kind)
-    return y
-
-
-def _act(plan: Plan, params: list[torch.Tensor | None], x: torch.Tensor) -> torch.Tensor:
-    """One input row without autograd (SB3's acting): a matrix-vector product per layer, activations fused."""
-    h = x[0]
-    for i, (layer, kind) in enumerate(plan):
-        weight, bias = params[2 * i], params[2 * i + 1]
-        if isinstance(layer, SparseLinear):  # whatever its density, as SparseLinear acts
-            h = layer.index.matvec(weight, h, bias, activation=_slope(kind))
-            h = h.tanh_() if kind == TANH else h
-        else:
-            h = _activate_(F.linear(h[None], weight, bias)[0], kind)
-    return h.unsqueeze(0)
