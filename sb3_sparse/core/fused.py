@@ -183,7 +183,7 @@ def _backward(lib, stack: Stack, grad: torch.Tensor, x_t: torch.Tensor, outputs,
         below = native.pointers([*outputs[:-1], None])  # ctypes arrays: alive until the call returns
         # RigL's dense gradients: the gradient at each recording layer's output, copied out.
         recorded = [
-            grad.new_empty(layer.out_features, batch) if getattr(layer, "record_dense_grad", False) else None
+            grad.new_empty(layer.out_features, batch) if isinstance(layer, SparseLinear) and layer.record_dense_grad else None
             for layer, _ in plan
         ]
         lib.stack_backward_f32(
@@ -312,4 +312,3 @@ class FusedSequential(nn.Sequential):
     def __getstate__(self) -> dict:
         # Copies and pickles drop the caches: the kernels' descriptors hold raw addresses.
         return {k: v for k, v in self.__dict__.items() if k not in ("_fused_plan", "_fused_layers")}
-
