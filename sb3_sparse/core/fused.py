@@ -11,8 +11,8 @@ outputs) and a Tanh at the very end (TD3's actor), as one :class:`torch.autograd
 whose forward and backward run all its layers in one call each into the compiled kernels
 (``stack_forward_f32``/``stack_backward_f32`` in ``csr_kernels.c``). The head runs on the
 same CSR kernels, as a layer whose every connection is active: its index arrays are built
-once per head shape and shared by all heads of that shape (a few kilobytes, not part of any
-network):
+once per head shape and shared by all heads of that shape (16 bytes per head weight, not part
+of any network):
 
 - forward: each layer applies its ReLU/LeakyReLU as it stores its result;
 - backward: the gradient taken back through a layer is multiplied by the gradient of the
