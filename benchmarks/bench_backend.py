@@ -45,6 +45,8 @@ from stable_baselines3.common.logger import configure
 from torch import nn
 
 from sb3_sparse import SparseTrainingCallback
+from sb3_sparse.core import fused
+from sb3_sparse.core.sparse_layer import SparseLinear
 
 ALGOS = {"td3": TD3, "sac": SAC}
 TOWS = {"preset": "tows"}
@@ -172,14 +174,19 @@ def memory_bytes(model: BaseAlgorithm) -> dict[str, int]:
 
 
 def index_tensors(policy: torch.nn.Module) -> list[torch.Tensor]:
-    """The tensors held by the sparse layers' kernel indexes (``SparseIndex``), without building any."""
-    tensors = []
+    """The tensors held by the kernel indexes (``SparseIndex``) of the sparse layers and of the dense heads that
+    fused stacks run on the kernels (one index per head shape, shared), without building any."""
+    indexes = []
     for module in policy.modules():
-        index = getattr(module, "_index", None)
-        if index is not None:
-            tensors += [t for t in vars(index).values() if torch.is_tensor(t)]
-            tensors += list(index._compressed or ()) + list(index._transpose or ())
-            tensors += [zeros.values() for zeros in index._zeros.values()]
+        indexes.append(getattr(module, "_index", None))
+        plan = module.__dict__.get("_fused_plan", (None, None))[1] if isinstance(module, fused.FusedSequential) else None
+        heads = [layer for layer, _ in plan or () if not isinstance(layer, SparseLinear)]
+        indexes += [fused._full_index(*head.weight.shape) for head in heads]
+    tensors = []
+    for index in filter(None, indexes):
+        tensors += [t for t in vars(index).values() if torch.is_tensor(t)]
+        tensors += list(index._compressed or ()) + list(index._transpose or ())
+        tensors += [zeros.values() for zeros in index._zeros.values()]
     return tensors
 
 
