@@ -23,6 +23,9 @@ the median and quartiles over rounds of dense's time divided by the variant's in
 optimizer state, online and target networks, after the warm-up (Adam's state exists).
 ``--zip``: bytes of ``model.save`` before any learning (``fresh``) and after the warm-up
 (``trained``: optimizer state included). Results go to ``--out`` as JSON.
+
+``--device cuda`` runs the same on a GPU (the sparse backend takes its dense path there, see
+docs/backend.md); ``--threads`` still sets the CPU threads.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ def build(algo: str, width: int, sparse: dict[str, Any] | None, args: argparse.N
         learning_starts=args.learning_starts,
         buffer_size=args.learning_starts + args.warmup + args.steps * args.repeats + 1,
         seed=0,
-        device="cpu",
+        device=args.device,
         policy_kwargs=policy_kwargs,
     )
     model.set_logger(configure(None, []))
@@ -251,6 +254,7 @@ def main() -> None:
     parser.add_argument("--learning-starts", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=200, help="untimed steps after learning_starts")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="torch device of the models, e.g. cuda (the env stays on the CPU)")
     parser.add_argument("--timing", action="store_true", help="time model.learn (the default without --memory/--zip)")
     parser.add_argument("--memory", action="store_true", help="parameter, buffer and optimizer-state bytes")
     parser.add_argument("--zip", action="store_true", help="bytes of the saved zip")
@@ -280,6 +284,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "torch": torch.__version__,
             "threads": args.threads,
+            "gpu": torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda" else None,
         },
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "results": results,
