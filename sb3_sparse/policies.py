@@ -146,6 +146,12 @@ class SparsePolicyMixin:
         self.register_state_dict_pre_hook(_before_state_dict)  # type: ignore[attr-defined]
         self.register_load_state_dict_post_hook(_after_load_state_dict)  # type: ignore[attr-defined]
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # type: ignore[misc]
+        controller = state.get("_modules", {}).get("sparse_controller")
+        if controller is not None:  # a copy: optimizers are copied without their hooks
+            controller.reattach()
+
     def __getattr__(self, name: str) -> Any:
         try:
             return super().__getattr__(name)  # type: ignore[misc]

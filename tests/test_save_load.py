@@ -45,7 +45,10 @@ def full_state(model):
 
 
 def assert_identical(a, b):
-    sa, sb = full_state(a), full_state(b)
+    assert_identical_states(full_state(a), full_state(b))
+
+
+def assert_identical_states(sa, sb):
     assert sa.keys() == sb.keys()
     for key in sa:
         va, vb = sa[key], sb[key]
@@ -84,6 +87,24 @@ def test_loaded_model_continues_bit_identically(tmp_path, algo, settings):
     for m in (model, loaded):
         check_online(m.policy.sparse_controller)
         check_target(m.policy.sparse_controller, "q_net" if algo == "dqn" else "critic")
+
+
+@pytest.mark.parametrize("algo, settings", [("td3", dict(preset="tows")), ("sac", dict(preset="tows", backend="sparse"))])
+def test_a_deep_copy_trains_on_its_own(algo, settings):
+    """``copy.deepcopy`` of a model (e.g. a snapshot of the best one): the copy's hooks and target
+    rule drive the copy's networks, never the original's, and the two stay bit-identical."""
+    model = make(algo, **settings)
+    model.learn(150, callback=SparseTrainingCallback())
+    model.set_logger(configure(None, []))
+    copied = copy.deepcopy(model)
+    before = full_state(model)
+    drive(copied, 35)  # through topology updates and target updates
+    assert_identical_states(before, full_state(model))  # the original is untouched
+    drive(model, 35)
+    assert_identical(model, copied)
+    for m in (model, copied):
+        check_online(m.policy.sparse_controller)
+        check_target(m.policy.sparse_controller, "critic")
 
 
 def test_resumed_learn_keeps_schedule(tmp_path):

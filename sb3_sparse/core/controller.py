@@ -13,6 +13,7 @@ whoever runs training.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -93,11 +94,11 @@ class SparseController(nn.Module):
         self.networks[name] = net
         self.epochs = torch.zeros(len(self.networks), dtype=torch.int64)
         if target is not None:
-            net.target_handle = target.register_forward_pre_hook(lambda module, args: self._refresh_target(net))
+            net.target_handle = target.register_forward_pre_hook(_hook(self._refresh_target, net))
             # SB3 iterates the target's parameters() at the start of every target update: the
             # previous update gets its rule there, so each update is pruned before the next even
             # with no target forward in between (DQN's soft updates during rollouts).
-            target.parameters = lambda recurse=True: self._target_parameters(net, recurse)
+            target.parameters = functools.partial(self._target_parameters, net)
 
     def _tau(self) -> float:
         if self.tau_source is None:
@@ -106,6 +107,12 @@ class SparseController(nn.Module):
                 "the target's own connections; build the policy through an SB3 algorithm or set sparse_controller.tau_source"
             )
         return self.tau_source()
+
+    def reattach(self) -> None:
+        """Install every network's optimizer hooks again: a copied optimizer (``copy.deepcopy``) has none."""
+        for name, net in self.networks.items():
+            if net.optimizer is not None:
+                self.attach_optimizer(name, net.optimizer)
 
     def attach_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> None:
         """Install the step hooks on ``optimizer`` (idempotent).
@@ -128,9 +135,9 @@ class SparseController(nn.Module):
             net.want_dense_gradient(True)  # in case the first step is due; re-decided after each step
         net.handles = []
         if not moments:
-            net.handles.append(optimizer.register_step_pre_hook(lambda opt, args, kwargs: self._before_step(net)))
+            net.handles.append(optimizer.register_step_pre_hook(_hook(self._before_step, net)))
         if moments or evolves or net.remask_weights:
-            net.handles.append(optimizer.register_step_post_hook(lambda opt, args, kwargs: self._after_step(net)))
+            net.handles.append(optimizer.register_step_post_hook(_hook(self._after_step, net)))
 
     def detach(self) -> None:
         """Remove every hook (optimizer steps and target forwards); tests use it as a negative control."""
@@ -295,3 +302,17 @@ class SparseController(nn.Module):
         for net, epoch in zip(self.networks.values(), self.epochs.tolist(), strict=True):
             net.epoch = int(epoch)
             net.reload()
+
+
+def _hook(method: Callable[[Backend], object], net: Backend) -> functools.partial:
+    """``method(net)`` as a hook, whatever the hook's own arguments.
+
+    A partial of a bound method rather than a closure: ``copy.deepcopy`` of a policy copies it
+    with the controller, so a copy's hooks drive the copy's networks (a closure would be shared,
+    and would drive the original's).
+    """
+    return functools.partial(_call, method, net)
+
+
+def _call(method: Callable[[Backend], object], net: Backend, *hook_arguments: object) -> None:
+    method(net)

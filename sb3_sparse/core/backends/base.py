@@ -9,6 +9,7 @@ keeps absent connections absent. The controller decides *when* and *how many*; a
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -35,6 +36,15 @@ class TargetWeight(nn.Parameter):
     @data.setter
     def data(self, value: torch.Tensor) -> None:
         nn.Parameter.data.__set__(self, value)  # type: ignore[attr-defined]
+
+    def __deepcopy__(self, memo: dict) -> TargetWeight:
+        # nn.Parameter's deepcopy drops the instance dict: keep the flag, shared through ``memo``
+        # with the copied network's other target weights and its backend.
+        if id(self) not in memo:
+            values = nn.Parameter.data.__get__(self)  # type: ignore[attr-defined]  (no flag raised)
+            memo[id(self)] = copied = type(self)(values.clone(memory_format=torch.preserve_format), self.requires_grad)
+            copied.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return memo[id(self)]
 
 
 class NonFiniteError(FloatingPointError):
