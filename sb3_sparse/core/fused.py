@@ -142,21 +142,18 @@ def _batch_major(plan: Plan) -> bool:
     return sparse_ops.batch_major(last.out_features, last.contiguous_output)
 
 
-def _act_grad(
-    lib, grad_t: torch.Tensor, y_t: torch.Tensor | None, kind: Kind, sums: torch.Tensor | None, out: torch.Tensor | None = None
-):
-    """The gradient before activation ``kind`` (its output ``y_t``) from the contiguous ``grad_t`` after it, into
-    ``out`` (which may be ``grad_t``; default a new tensor, or ``grad_t`` where there is no activation), and its row
-    totals (a bias gradient) into ``sums``."""
+def _act_grad(lib, grad_t: torch.Tensor, y_t: torch.Tensor | None, kind: Kind, sums: torch.Tensor | None, out: torch.Tensor):
+    """Into ``out``: the gradient before activation ``kind`` (its output ``y_t``) from the contiguous ``grad_t``
+    after it; its row totals (a bias gradient) into ``sums``."""
     if kind is not None and kind != TANH:
-        return native.activation_grad(lib, grad_t, y_t, kind, out=out, sums=sums)
+        native.activation_grad(lib, grad_t, y_t, kind, out=out, sums=sums)
+        return
     if kind == TANH:
-        grad_t = torch.mul(grad_t, 1 - y_t * y_t, out=out)
-    elif out is not None and out is not grad_t:
-        grad_t = out.copy_(grad_t)
+        torch.mul(grad_t, 1 - y_t * y_t, out=out)
+    else:
+        out.copy_(grad_t)
     if sums is not None:
-        torch.sum(grad_t, 1, out=sums)
-    return grad_t
+        torch.sum(out, 1, out=sums)
 
 
 Stack = tuple[nn.Module, Plan]  # a FusedSequential and its plan
@@ -179,7 +176,7 @@ def _backward(lib, stack: Stack, grad: torch.Tensor, x_t: torch.Tensor, outputs,
         buffers = grad.new_empty(2, max(max(layer.in_features, layer.out_features) for layer, _ in plan) * batch)
         top = buffers[0, : plan[-1][0].out_features * batch].view(-1, batch)
         grad_t = (grad.T if _batch_major(plan) else grad).contiguous()
-        _act_grad(lib, grad_t, outputs[-1], plan[-1][1], bias_grads[-1], out=top)
+        _act_grad(lib, grad_t, outputs[-1], plan[-1][1], bias_grads[-1], top)
         below = native.pointers([*outputs[:-1], None])  # ctypes arrays: alive until the call returns
         # RigL's dense gradients: the gradient at each recording layer's output, copied out.
         recorded = [

@@ -185,15 +185,11 @@ class SparseIndex:
         self._csr = (values, values.data_ptr(), csr)
         return csr
 
-    def matvec(
-        self, values: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None, activation: float | None = None
-    ) -> torch.Tensor:
+    def matvec(self, values: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """``W @ x + bias`` for one float32 input row (any shape of ``in_features`` entries), by the compiled kernel.
 
         Acting calls this per layer on every environment step, so the index arrays' addresses
         are kept (they never change for an index) and nothing else is built around the call.
-
-        :param activation: the negative slope of a ReLU (0) or LeakyReLU applied to the result, or ``None``.
         """
         if self._pointers is None:
             crow, col = self.compressed()
@@ -203,11 +199,11 @@ class SparseIndex:
         values, x, bias = values.contiguous(), x.contiguous(), None if bias is None else bias.contiguous()
         y = torch.empty(self.shape[0], dtype=x.dtype)
         bias_ptr = None if bias is None else bias.data_ptr()
-        fused, slope = activation is not None, 0.0 if activation is None else activation
         lib.csr_times_f32(
             self.shape[0], 1, crow_ptr, col_ptr, values.data_ptr(), None, x.data_ptr(), bias_ptr, y.data_ptr(),
-            fused, slope, None, None, 1,
-        )
+            *(0, 0.0, None, None),  # no activation, gate or sums
+            1,
+        )  # fmt: skip
         return y
 
     def csr_transposed(self, values: torch.Tensor) -> torch.Tensor:
